@@ -1,0 +1,36 @@
+"""Run Nipype workflows as AWS Batch jobs: ``import nipype_batch`` then
+``wf.run(plugin='AWSBatch', plugin_args={...})``.
+
+Importing the package registers the plugin where Nipype looks plugins up by name
+(``nipype.pipeline.plugins.AWSBatchPlugin``); there is no entry-point mechanism for plugins.
+"""
+
+from __future__ import annotations
+
+import nipype.pipeline.plugins as _nipype_plugins
+
+from .errors import (
+    BatchJobError,
+    ConfigurationError,
+    ImageBuildError,
+    LocalStackError,
+    NipypeBatchError,
+    StagingError,
+)
+from .plugin import BatchPlugin
+from .settings import BatchSettings
+
+__version__ = "0.1.0"
+
+_nipype_plugins.AWSBatchPlugin = BatchPlugin
+
+__all__ = [
+    "BatchJobError",
+    "BatchPlugin",
+    "BatchSettings",
+    "ConfigurationError",
+    "ImageBuildError",
+    "LocalStackError",
+    "NipypeBatchError",
+    "StagingError",
+]

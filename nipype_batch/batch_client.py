@@ -1,0 +1,165 @@
+"""The only module that speaks the AWS Batch (and CloudWatch Logs) API.
+
+Takes its boto3 clients from the caller, so the same code drives real AWS and the local stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .errors import BatchJobError
+from .resources import JobResources
+from .status import JobStatus
+
+log = logging.getLogger(__name__)
+
+DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 ids
+LOG_GROUP = "/aws/batch/job"
+RUNNER_COMMAND = ["python3", "-m", "nipype_batch.runner"]
+
+
+def job_definition_spec(image: str, job_role_arn: str | None) -> tuple[str, dict[str, Any]]:
+    """Name and container properties of the job definition for an image.
+
+    The name is a hash of the content, so one definition serves every job with this image
+    (resources come per job through overrides) and is reused across runs.
+    """
+    props: dict[str, Any] = {
+        "image": image,
+        "command": RUNNER_COMMAND,
+        "resourceRequirements": [
+            {"type": "VCPU", "value": "1"},
+            {"type": "MEMORY", "value": "2048"},
+        ],
+    }
+    if job_role_arn:
+        props["jobRoleArn"] = job_role_arn
+    digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()[:16]
+    return f"nipype-batch-{digest}", props
+
+
+def container_overrides(resources: JobResources, environment: dict[str, str]) -> dict[str, Any]:
+    """Per-job resources and environment, in SubmitJob's ``containerOverrides`` form."""
+    requirements = [
+        {"type": "VCPU", "value": str(resources.vcpus)},
+        {"type": "MEMORY", "value": str(resources.memory_mb)},
+    ]
+    if resources.gpus:
+        requirements.append({"type": "GPU", "value": str(resources.gpus)})
+    return {
+        "resourceRequirements": requirements,
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+    }
+
+
+class BatchClient:
+    """Job definitions, submission, batched status, termination and log tails.
+
+    Parameters
+    ----------
+    batch, logs : botocore clients
+        For the ``batch`` and ``logs`` services.
+    """
+
+    def __init__(self, batch: Any, logs: Any) -> None:
+        self.batch = batch
+        self.logs = logs
+        self._definitions: dict[str, str] = {}
+
+    def ensure_job_definition(self, image: str, job_role_arn: str | None = None) -> str:
+        """ARN of an ACTIVE job definition for ``image``, registering one only if none exists."""
+        name, props = job_definition_spec(image, job_role_arn)
+        if name in self._definitions:
+            return self._definitions[name]
+        try:
+            found = self.batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
+            active = sorted(found.get("jobDefinitions", []), key=lambda d: d["revision"])
+            if active:
+                arn = active[-1]["jobDefinitionArn"]
+            else:
+                arn = self.batch.register_job_definition(
+                    jobDefinitionName=name, type="container", containerProperties=props,
+                    platformCapabilities=["EC2"], tags={"nipype-batch": "1"},
+                )["jobDefinitionArn"]
+                log.info("Registered job definition %s for image %s", name, image)
+        except ClientError as exc:
+            raise BatchJobError(
+                f"could not find or register job definition {name} for image {image}: {exc}"
+            ) from exc
+        self._definitions[name] = arn
+        return arn
+
+    def submit(
+        self,
+        name: str,
+        queue: str,
+        definition: str,
+        resources: JobResources,
+        environment: dict[str, str],
+        tags: dict[str, str],
+    ) -> str:
+        """Submit one job; return its id."""
+        kwargs: dict[str, Any] = {
+            "jobName": name,
+            "jobQueue": queue,
+            "jobDefinition": definition,
+            "containerOverrides": container_overrides(resources, environment),
+            "tags": tags,
+            "propagateTags": True,
+        }
+        if resources.timeout_s:
+            kwargs["timeout"] = {"attemptDurationSeconds": resources.timeout_s}
+        try:
+            return self.batch.submit_job(**kwargs)["jobId"]
+        except ClientError as exc:
+            raise BatchJobError(
+                f"AWS Batch refused job {name} on queue {queue!r}: {exc}. Check that the queue "
+                "exists and is ENABLED, and that its compute environment can fit "
+                f"{resources.vcpus} vCPUs and {resources.memory_mb} MiB."
+            ) from exc
+
+    def describe(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """Status of many jobs, in DescribeJobs calls of at most 100 ids."""
+        ids = list(dict.fromkeys(job_ids))
+        statuses: dict[str, JobStatus] = {}
+        for start in range(0, len(ids), DESCRIBE_CHUNK):
+            chunk = ids[start:start + DESCRIBE_CHUNK]
+            try:
+                jobs = self.batch.describe_jobs(jobs=chunk)["jobs"]
+            except ClientError as exc:
+                raise BatchJobError(f"DescribeJobs failed for {len(chunk)} jobs: {exc}") from exc
+            for job in jobs:
+                status = JobStatus.from_description(job)
+                statuses[status.job_id] = status
+        return statuses
+
+    def terminate(self, job_ids: Iterable[str], reason: str) -> list[str]:
+        """Terminate jobs (any state); return the ids that could not be terminated."""
+        failed = []
+        for job_id in job_ids:
+            try:
+                self.batch.terminate_job(jobId=job_id, reason=reason)
+            except ClientError as exc:
+                log.warning("Could not terminate job %s: %s", job_id, exc)
+                failed.append(job_id)
+        return failed
+
+    def log_tail(self, log_stream: str | None, lines: int = 40) -> list[str]:
+        """Last ``lines`` lines of a job's log; empty if the stream is not (yet) there."""
+        if not log_stream:
+            return []
+        try:
+            events = self.logs.get_log_events(
+                logGroupName=LOG_GROUP, logStreamName=log_stream, limit=lines,
+                startFromHead=False,
+            )["events"]
+        except ClientError as exc:
+            log.debug("No log for stream %s: %s", log_stream, exc)
+            return []
+        return [event["message"] for event in events[-lines:]]

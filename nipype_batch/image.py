@@ -1,0 +1,226 @@
+"""The job image: a base image plus the workflow's Python packages and our runner.
+
+Wheels are resolved on the driver, pinned to the driver's installed versions (a pickle made on
+the driver must load in the job), and installed in a build with no network: builds work behind
+proxies the containers do not trust, and nothing of the driver's environment enters a layer.
+The tag is a hash of the base image id, the wheel set and the runner's source, so an unchanged
+workflow reuses its image without building.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ImageBuildError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_IMAGE = "nipype-batch-base:bookworm"
+LOCAL_REPOSITORY = "nipype-batch-job"
+CORE_PACKAGES = ("nipype", "cloudpickle", "boto3")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def cache_dir() -> Path:
+    """Where wheels, locks and small caches live (``$NIPYPE_BATCH_CACHE``)."""
+    path = Path(os.environ.get("NIPYPE_BATCH_CACHE", "~/.cache/nipype-batch")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pin_to_driver(requirement: str) -> str:
+    """``'dipy'`` -> ``'dipy==1.10.0'`` when the driver has it; anything else is kept as given."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement):
+        return requirement
+    try:
+        return f"{requirement}=={importlib.metadata.version(requirement)}"
+    except importlib.metadata.PackageNotFoundError:
+        return requirement
+
+
+def driver_constraints() -> list[str]:
+    """``name==version`` of every distribution on the driver, to pin transitive dependencies."""
+    pins = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name and not name.startswith("nipype-batch"):
+            pins[name.lower()] = f"{name}=={dist.version}"
+    return sorted(pins.values())
+
+
+def _platform_tags() -> list[str]:
+    machine = platform.machine() or "x86_64"
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(17, 37)]
+    return [*tags, f"manylinux2014_{machine}"]
+
+
+def resolve_wheels(requirements: list[str], python: str) -> tuple[Path, list[str]]:
+    """Download wheels for ``requirements`` (cached by their hash); return dir and file names."""
+    constraints = driver_constraints()
+    key = hashlib.sha256(
+        json.dumps([sorted(requirements), constraints, python, _platform_tags()]).encode()
+    ).hexdigest()[:24]
+    wheel_dir = cache_dir() / "wheels" / f"py{python}"
+    lock = cache_dir() / "locks" / f"{key}.json"
+    if lock.exists():
+        names = json.loads(lock.read_text())
+        if all((wheel_dir / name).exists() for name in names):
+            return wheel_dir, names
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints_file = Path(tmp, "constraints.txt")
+        constraints_file.write_text("\n".join(constraints) + "\n")
+        download = Path(tmp, "wheels")
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+            *[arg for tag in _platform_tags() for arg in ("--platform", tag)],
+            "-c", str(constraints_file), "-d", str(download), *requirements,
+        ]
+        log.info("Resolving wheels for %s", ", ".join(requirements))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise ImageBuildError(
+                f"pip could not resolve wheels for {requirements} (Python {python}, Linux):\n"
+                f"{tail}\nEvery package must be on PyPI as a wheel for Linux; pin another "
+                "version in 'packages', or give a ready image with plugin_args={'image': ...}."
+            )
+        names = sorted(p.name for p in download.iterdir())
+        for name in names:
+            shutil.move(str(download / name), wheel_dir / name)
+    lock.write_text(json.dumps(names))
+    return wheel_dir, names
+
+
+def source_digest() -> str:
+    """Hash of this package's Python source: the runner that goes into the image."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def base_python(docker: Any, base_image: str) -> str:
+    """``'3.11'``: the Python of a base image (cached by image id)."""
+    image_id = docker.images.get(base_image).id
+    cache = cache_dir() / "base-python.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    if image_id not in known:
+        try:
+            out = docker.containers.run(
+                base_image,
+                ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                remove=True, network_mode="none",
+            )
+        except Exception as exc:
+            raise ImageBuildError(
+                f"base image {base_image!r} has no working python3 ({exc}). Use an image "
+                "with Python 3 and its venv module, e.g. the default built by "
+                "containers/base-image.sh."
+            ) from exc
+        known[image_id] = out.decode().strip()
+        cache.write_text(json.dumps(known))
+    return known[image_id]
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A job image in the local Docker daemon."""
+
+    ref: str
+    tag: str
+    built: bool  # False when an image with this content hash already existed
+
+
+def build_job_image(docker: Any, base_image: str, packages: list[str]) -> BuiltImage:
+    """Build (or find) the job image for ``packages`` on ``base_image``.
+
+    Raises :class:`ImageBuildError` if the base image is missing, its Python minor version
+    differs from the driver's, or a step fails (with that step's log).
+    """
+    try:
+        base = docker.images.get(base_image)
+    except Exception as exc:
+        raise ImageBuildError(
+            f"base image {base_image!r} is not in the local Docker daemon. Build the default "
+            "one with `containers/base-image.sh`, or name yours with plugin_args="
+            "{'base_image': 'registry/image:tag'}."
+        ) from exc
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    theirs = base_python(docker, base_image)
+    if theirs != python:
+        raise ImageBuildError(
+            f"base image {base_image!r} has Python {theirs} but this driver runs Python "
+            f"{python}: pickled nodes need the same minor version. Use a base image with "
+            f"Python {python}, or run the driver with Python {theirs}."
+        )
+    requirements = [pin_to_driver(r) for r in (*CORE_PACKAGES, *packages)]
+    wheel_dir, wheels = resolve_wheels(requirements, python)
+    content = json.dumps([base.id, wheels, requirements, source_digest()]).encode()
+    tag = hashlib.sha256(content).hexdigest()[:20]
+    ref = f"{LOCAL_REPOSITORY}:{tag}"
+    try:
+        docker.images.get(ref)
+        return BuiltImage(ref=ref, tag=tag, built=False)
+    except Exception:
+        pass
+    with tempfile.TemporaryDirectory(prefix="nipype-batch-build-") as ctx:
+        _write_context(Path(ctx), wheel_dir, wheels, requirements)
+        log.info("Building job image %s on %s", ref, base_image)
+        _docker_build(docker, ctx, ref, base_image)
+    return BuiltImage(ref=ref, tag=tag, built=True)
+
+
+def _write_context(ctx: Path, wheel_dir: Path, wheels: list[str], requirements: list[str]) -> None:
+    recipe = resources.files("nipype_batch.containers").joinpath("job.Dockerfile").read_text()
+    (ctx / "Dockerfile").write_text(recipe)
+    (ctx / "wheels").mkdir()
+    for name in wheels:
+        target = ctx / "wheels" / name
+        try:
+            os.link(wheel_dir / name, target)
+        except OSError:
+            shutil.copy2(wheel_dir / name, target)
+    (ctx / "wheels" / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    shutil.copytree(
+        PACKAGE_DIR, ctx / "src" / "nipype_batch",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"),
+    )
+
+
+def _docker_build(docker: Any, ctx: str, ref: str, base_image: str) -> None:
+    lines: list[str] = []
+    stream = docker.api.build(
+        path=ctx, tag=ref, buildargs={"BASE_IMAGE": base_image}, network_mode="none",
+        rm=True, forcerm=True, decode=True,
+    )
+    for chunk in stream:
+        if "stream" in chunk:
+            text = chunk["stream"].rstrip()
+            if text:
+                lines.append(text)
+                if text.startswith("Step "):
+                    log.info("  %s", text)
+        if "error" in chunk:
+            tail = "\n".join(lines[-30:])
+            raise ImageBuildError(
+                f"docker build of {ref} failed: {chunk['error'].strip()}\n--- build log tail ---"
+                f"\n{tail}"
+            )

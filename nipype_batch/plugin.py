@@ -1,0 +1,349 @@
+"""``BatchPlugin``: Nipype's distributed plugin loop, with each node run as an AWS Batch job.
+
+Only Nipype glue lives here; AWS calls are in :mod:`batch_client`, file moves in
+:mod:`staging`, the container side in :mod:`runner`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from traceback import format_exception
+from typing import Any
+
+import numpy as np
+from nipype.pipeline.engine import MapNode
+from nipype.pipeline.plugins.base import DistributedPluginBase
+from nipype.utils.filemanip import loadpkl, savepkl
+
+from .cloud import Cloud, connect
+from .image import build_job_image
+from .protocol import PAYLOAD_ENV
+from .provenance import job_record, output_files, read_provenance, write_job_record
+from .resources import JobResources, resources_for
+from .settings import BatchSettings
+from .staging import StagedPath, find_paths
+from .status import JobState, JobStatus
+
+log = logging.getLogger("nipype_batch")
+
+_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_DONE_STATES = (JobState.SUCCEEDED, JobState.FAILED)
+
+
+@dataclass
+class SubmittedJob:
+    """A node in flight as a Batch job."""
+
+    job_id: str
+    job_name: str
+    node_name: str
+    node_dir: str
+    is_mapnode: bool
+    queue: str
+    definition: str
+    image: str
+    resources: JobResources
+
+
+class BatchPlugin(DistributedPluginBase):
+    """Run every node of a Nipype workflow as an AWS Batch job.
+
+    Use ``wf.run(plugin='AWSBatch', plugin_args={...})`` after ``import nipype_batch``.
+    Without ``job_queue``/``bucket`` it runs on the local stack (emulated AWS, real Docker).
+    See :class:`nipype_batch.settings.BatchSettings` for every argument.
+    """
+
+    def __init__(self, plugin_args: dict[str, Any] | None = None) -> None:
+        self.settings = BatchSettings.from_plugin_args(plugin_args)
+        super().__init__(plugin_args=plugin_args)
+        self.max_jobs = self.settings.max_jobs
+        self.run_id = uuid.uuid4().hex[:10]
+        self._cloud: Cloud | None = None
+        self._reset_run_state()
+
+    def _reset_run_state(self) -> None:
+        self._jobs: dict[int, SubmittedJob] = {}
+        self._local_failures: dict[int, list[str]] = {}
+        self._statuses: dict[str, JobStatus] = {}
+        self._unanswered: set[int] = set()
+        self._materialised: set[str] = set()
+        self._default_image: str | None = None
+        self._next_taskid = 0
+        self._last_progress: tuple = ()
+        self.submitted_job_ids: list[str] = []
+
+    # ---- pickling: settings travel, clients and run state do not -------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"plugin_args": self.plugin_args}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["plugin_args"])
+
+    @property
+    def cloud(self) -> Cloud:
+        """Clients and resources of this run (the local stack starts on first use)."""
+        if self._cloud is None:
+            self._cloud = connect(self.settings)
+        return self._cloud
+
+    # ---- the run --------------------------------------------------------------------------
+
+    def run(self, graph: Any, config: Any, updatehash: bool = False) -> Any:
+        """Run the graph; whatever ends the run, no job it submitted is left running."""
+        self._reset_run_state()
+        try:
+            return super().run(graph, config, updatehash=updatehash)
+        finally:
+            self._cancel_in_flight()
+
+    def _prerun_check(self, graph: Any) -> None:
+        """Everything that can fail, fails here: before any job is submitted."""
+        needs_default_image = False
+        queues = set()
+        for node in graph.nodes():
+            if node.base_dir:
+                node.base_dir = os.path.abspath(node.base_dir)
+            resources = resources_for(node, self.settings)  # validates node plugin_args
+            if resources.run_on_driver or _belongs_on_driver(node):
+                node.run_without_submitting = True
+                continue
+            needs_default_image |= resources.image is None
+            queues.add(resources.job_queue or self.cloud.job_queue)
+        if not queues:
+            return
+        for queue in sorted(queues):
+            self.cloud.ensure_queue(queue)
+        if needs_default_image:
+            self._default_image = self._publish_default_image()
+
+    def _publish_default_image(self) -> str:
+        docker = self.cloud.docker()
+        started = time.monotonic()
+        built = build_job_image(docker, self.cloud.base_image, list(self.settings.packages))
+        ref = self.cloud.registry.publish(docker, built.ref, built.tag)
+        log.info("Job image %s (%s in %.1f s)", ref, "built" if built.built else "cached",
+                 time.monotonic() - started)
+        return ref
+
+    def _send_procs_to_workers(self, updatehash: bool = False, graph: Any = None) -> None:
+        # Upstream outputs must exist on the driver before Nipype checks a node's cache or
+        # sets its inputs (File(exists=True) traits); fetch the ones jobs produced.
+        ready = np.nonzero(~self.proc_done & (self.depidx.sum(0) == 0))[1]
+        for jobid in ready:
+            self._materialise_upstream(self.procs[jobid])
+        super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+
+    def _materialise_upstream(self, node: Any) -> None:
+        if node._id in self._materialised:
+            return
+        for results_fname, _conn in node.input_source.values():
+            for path in output_files(os.path.dirname(results_fname)):
+                if not os.path.exists(path):
+                    self.cloud.stager.download(StagedPath(path, "remote"))
+        self._materialised.add(node._id)
+
+    # ---- submission ----------------------------------------------------------------------
+
+    def _submit_job(self, node: Any, updatehash: bool = False) -> int:
+        taskid = self._next_taskid
+        self._next_taskid += 1
+        try:
+            node._get_inputs()
+            job = self._submit_node(node, updatehash, taskid)
+        except Exception:
+            if isinstance(sys.exc_info()[1], (KeyboardInterrupt,)):
+                raise
+            self._local_failures[taskid] = format_exception(*sys.exc_info())
+            return taskid
+        self._jobs[taskid] = job
+        self.submitted_job_ids.append(job.job_id)
+        log.info("Submitted %s as job %s (%d vCPU, %d MiB)", node.fullname, job.job_id,
+                 job.resources.vcpus, job.resources.memory_mb)
+        return taskid
+
+    def _submit_node(self, node: Any, updatehash: bool, taskid: int) -> SubmittedJob:
+        cloud = self.cloud
+        resources = resources_for(node, self.settings)
+        image = resources.image or self._default_image
+        assert image, "the default image is published in _prerun_check"
+        definition = cloud.batch.ensure_job_definition(image, self.settings.job_role_arn)
+        node_dir = node.output_dir()
+        staged = self._stage_inputs(node, node_dir)
+        if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories
+            staged.append(StagedPath(node_dir, "remote"))
+        job_name = self._job_name(node)
+        node_key = cloud.stager.control_key(self.run_id, f"{taskid}-{job_name}.pklz")
+        if hasattr(node, "use_plugin"):
+            node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
+        with tempfile.TemporaryDirectory() as tmp:
+            pickle_path = os.path.join(tmp, "node.pklz")
+            savepkl(pickle_path, {"node": node, "updatehash": updatehash})
+            cloud.stager.upload_file(pickle_path, node_key)
+        payload = {
+            "version": 1,
+            "bucket": cloud.stager.bucket,
+            "prefix": cloud.stager.prefix,
+            "node_dir": node_dir,
+            "node_pickle_key": node_key,
+            "inputs": [vars(s) for s in staged],
+        }
+        payload_uri = cloud.stager.put_bytes(
+            cloud.stager.control_key(self.run_id, f"{taskid}-{job_name}.json"),
+            json.dumps(payload).encode(),
+        )
+        queue = resources.job_queue or cloud.job_queue
+        tags = {
+            "nipype-batch:run": self.run_id,
+            "nipype-batch:node": node.fullname[-256:],
+            "nipype-batch:hash": str(getattr(node, "_hashvalue", "") or "")[:256],
+        }
+        job_id = cloud.batch.submit(
+            job_name, queue, definition, resources,
+            {PAYLOAD_ENV: payload_uri, **cloud.job_environment}, tags,
+        )
+        return SubmittedJob(
+            job_id=job_id, job_name=job_name, node_name=node.name, node_dir=node_dir,
+            is_mapnode=isinstance(node, MapNode), queue=queue, definition=definition,
+            image=image, resources=resources,
+        )
+
+    def _stage_inputs(self, node: Any, node_dir: str) -> list[StagedPath]:
+        """Upload the local files a node's inputs name; list every path the job must fetch."""
+        base_dir = os.path.abspath(node.base_dir or "/")
+        staged = []
+        # A MapNode keeps its iterfields in node.inputs and the rest on its interface.
+        values = [node.inputs.get(), node.interface.inputs.get()]
+        for path in sorted(find_paths(values)):
+            if _is_within(path, node_dir) or _is_within(base_dir, path):
+                continue  # its own outputs, or a directory holding the whole work tree
+            if os.path.isfile(path):
+                self.cloud.stager.ensure_uploaded(path)
+                staged.append(StagedPath(path, "file"))
+            elif os.path.isdir(path):
+                self.cloud.stager.ensure_uploaded(path)
+                staged.append(StagedPath(path, "dir"))
+            else:
+                staged.append(StagedPath(path, "remote"))
+        return staged
+
+    def _job_name(self, node: Any) -> str:
+        name = f"{self.cloud.job_name_prefix}{self.settings.job_name_prefix}-{node.fullname}"
+        return _JOB_NAME_UNSAFE.sub("_", name)[:128]
+
+    # ---- status and results ----------------------------------------------------------------
+
+    def _get_result(self, taskid: int) -> dict[str, Any] | None:
+        if taskid in self._local_failures:
+            return {"result": None, "traceback": self._local_failures[taskid],
+                    "hostname": socket.gethostname()}
+        job = self._jobs[taskid]
+        try:
+            if taskid not in self._unanswered:  # first question of this pass: one batched poll
+                self._refresh_statuses()
+            self._unanswered.discard(taskid)
+            status = self._statuses.get(job.job_id)
+            if status is None or status.state not in _DONE_STATES:
+                return None
+            return self._collect(job, status)
+        except Exception:
+            return {"result": None, "traceback": format_exception(*sys.exc_info()),
+                    "hostname": socket.gethostname()}
+
+    def _refresh_statuses(self) -> None:
+        in_flight = [job.job_id for job in self._jobs.values()]
+        self._statuses.update(self.cloud.batch.describe(in_flight))
+        self._unanswered = set(self._jobs)
+        counts = Counter(self._statuses[j].state.value for j in in_flight if j in self._statuses)
+        progress = tuple(sorted(counts.items()))
+        if progress != self._last_progress:
+            log.info("AWSBatch jobs: %s", ", ".join(f"{n} {s.lower()}" for s, n in progress))
+            self._last_progress = progress
+
+    def _collect(self, job: SubmittedJob, status: JobStatus) -> dict[str, Any]:
+        """Bring a finished job's node directory home and answer as Nipype expects."""
+        stager = self.cloud.stager
+        if not job.is_mapnode:
+            shutil.rmtree(job.node_dir, ignore_errors=True)  # as Nipype empties a re-run node
+        fetched = stager.fetch_node_dir(job.node_dir, everything=bool(self.settings.fetch_outputs))
+        runner = read_provenance(job.node_dir).get("runner", {})
+        write_job_record(job.node_dir, job_record(
+            job_id=job.job_id, job_name=job.job_name, job_queue=job.queue,
+            job_definition=job.definition, image=job.image, resources=job.resources,
+            status=status, log_stream=status.log_stream,
+        ))
+        result_file = os.path.join(job.node_dir, f"result_{job.node_name}.pklz")
+        if status.state is JobState.SUCCEEDED and fetched and not runner.get("node_failed"):
+            return {"result": None, "traceback": None, "hostname": runner.get("hostname")}
+        traceback: list[str] = []
+        if fetched and runner.get("node_failed"):
+            crash = loadpkl(result_file)
+            traceback = list(crash.get("traceback") or [])
+            os.replace(result_file, os.path.join(job.node_dir, "crashstore.pklz"))
+        else:
+            where = f"s3://{stager.bucket}/{stager.key_for(job.node_dir)}/"
+            traceback = [
+                f"AWS Batch job {job.job_id} ({job.job_name}) for node {job.node_name} ended "
+                f"{status.state.value}: {status.reason or 'no reason given'} (exit code "
+                f"{status.exit_code}). It left no result file under {where}.\n"
+            ]
+        tail = self.cloud.batch.log_tail(status.log_stream)
+        if tail:
+            traceback.append(
+                f"\n--- last {len(tail)} log lines of job {job.job_id} "
+                f"(log stream {status.log_stream}) ---\n" + "\n".join(tail) + "\n"
+            )
+        return {"result": None, "traceback": traceback, "hostname": runner.get("hostname")}
+
+    def _clear_task(self, taskid: int) -> None:
+        self._jobs.pop(taskid, None)
+        self._local_failures.pop(taskid, None)
+
+    def _clean_queue(self, jobid: int, graph: Any, result: dict[str, Any] | None = None) -> Any:
+        # The base class records errors only for submitted jobs; a node run on the driver
+        # (run_without_submitting) that raises must fail the run too, as with MultiProc.
+        if result is None and sys.exc_info()[0] is not None:
+            self._run_errors.append("".join(format_exception(*sys.exc_info())))
+        return super()._clean_queue(jobid, graph, result=result)
+
+    def _cancel_in_flight(self) -> None:
+        if not self._jobs or self._cloud is None:
+            return
+        ids = [job.job_id for job in self._jobs.values()]
+        log.warning("Run stopped with %d jobs in flight: terminating %s", len(ids), ", ".join(ids))
+        self._cloud.batch.terminate(ids, reason=f"nipype-batch run {self.run_id} stopped")
+        self._jobs.clear()
+
+
+def _is_within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _belongs_on_driver(node: Any) -> bool:
+    """Nodes that only move values or write to the user's disk run on the driver.
+
+    IdentityInterface does no work, so a job would only add latency; a DataSink with a local
+    base_directory must write on the driver's disk, where the user will look for its outputs.
+    """
+    from nipype.interfaces.io import DataSink
+    from nipype.interfaces.utility import IdentityInterface
+
+    interface = node.interface
+    if isinstance(interface, IdentityInterface):
+        return True
+    if isinstance(interface, DataSink):
+        base = getattr(interface.inputs, "base_directory", None)
+        return not (isinstance(base, str) and base.startswith("s3://"))
+    return False

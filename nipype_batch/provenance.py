@@ -1,0 +1,79 @@
+"""``_nipype_batch.json`` in each node directory: which job ran the node, where and how.
+
+The runner writes the ``runner`` section inside the job; the driver adds the ``job`` section
+(what it asked of Batch and what Batch reported) once the job has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any
+
+from .protocol import PROVENANCE_FILE
+from .resources import JobResources
+from .status import JobStatus
+
+
+def read_provenance(node_dir: str) -> dict[str, Any]:
+    """The node's provenance record, or ``{}`` if the node did not run as a job."""
+    path = os.path.join(node_dir, PROVENANCE_FILE)
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def output_files(node_dir: str) -> list[str]:
+    """Absolute paths of the files the node's outputs name, as the runner recorded them."""
+    return list(read_provenance(node_dir).get("runner", {}).get("output_files", []))
+
+
+def job_record(
+    *,
+    job_id: str,
+    job_name: str,
+    job_queue: str,
+    job_definition: str,
+    image: str,
+    resources: JobResources,
+    status: JobStatus,
+    log_stream: str | None,
+) -> dict[str, Any]:
+    """The ``job`` section: what was asked and what Batch reported."""
+    asked = asdict(resources)
+    asked.pop("run_on_driver", None)
+    return {
+        "job_id": job_id,
+        "job_name": job_name,
+        "job_queue": job_queue,
+        "job_definition": job_definition,
+        "image": image,
+        "vcpus": resources.vcpus,
+        "memory_mb": resources.memory_mb,
+        "gpus": resources.gpus,
+        "timeout_s": resources.timeout_s,
+        "status": status.state.value,
+        "status_reason": status.reason,
+        "exit_code": status.exit_code,
+        "attempts": len(status.attempts) or 1,
+        "attempt_details": status.attempts,
+        "log_group": "/aws/batch/job",
+        "log_stream": log_stream,
+        "submitted_at_ms": status.created_at,
+        "started_at_ms": status.started_at,
+        "stopped_at_ms": status.stopped_at,
+    }
+
+
+def write_job_record(node_dir: str, record: dict[str, Any]) -> None:
+    """Merge the ``job`` section into the node's provenance file."""
+    data = read_provenance(node_dir)
+    data["job"] = record
+    os.makedirs(node_dir, exist_ok=True)
+    tmp = os.path.join(node_dir, PROVENANCE_FILE + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(node_dir, PROVENANCE_FILE))

@@ -1,0 +1,82 @@
+"""What one node asks of AWS Batch: vCPUs, memory, GPUs, time limit, queue and image.
+
+Pure functions of the node and the settings, so they are checked for every node before
+anything is submitted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+from .settings import BatchSettings, check_resources
+
+NODE_KEYS = {"vcpus", "memory_mb", "gpus", "timeout_s", "job_queue", "image", "run_on_driver",
+             "overwrite"}
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """Resources of one job, after node overrides."""
+
+    vcpus: int
+    memory_mb: int
+    gpus: int
+    timeout_s: int | None
+    job_queue: str | None
+    image: str | None
+    run_on_driver: bool
+
+
+def node_plugin_args(node: Any) -> dict[str, Any]:
+    """The node's ``plugin_args`` restricted to our keys; a near-miss key is an error.
+
+    Keys of other plugins (``qsub_args``, ``sbatch_args``...) are left alone so that one
+    workflow can run under several plugins.
+    """
+    args = getattr(node, "plugin_args", None) or {}
+    if not isinstance(args, dict):
+        raise ConfigurationError(
+            f"node {node.fullname!r}: plugin_args must be a dict, e.g. {{'vcpus': 4}}; "
+            f"got {type(args).__name__}."
+        )
+    ours = {}
+    for key, value in args.items():
+        if key in NODE_KEYS:
+            ours[key] = value
+            continue
+        close = difflib.get_close_matches(key, sorted(NODE_KEYS), n=1, cutoff=0.75)
+        if close:
+            raise ConfigurationError(
+                f"node {node.fullname!r}: plugin_args key {key!r} is not known. "
+                f"Did you mean {close[0]!r}?"
+            )
+    check_resources(ours, where=f"node {node.fullname!r} plugin_args")
+    return ours
+
+
+def resources_for(node: Any, settings: BatchSettings) -> JobResources:
+    """Resolve a node's resources.
+
+    ``node.n_procs`` and ``node.mem_gb`` raise the plugin-level ``vcpus`` and ``memory_mb``
+    (which act as floors: Nipype's default mem_gb of 0.2 is an estimate, not a limit to
+    enforce); a value in ``node.plugin_args`` replaces both. Nipype's ``overwrite`` flag means
+    "replace rather than extend": for these single values the node's value always wins.
+    """
+    args = node_plugin_args(node)
+    n_procs = int(getattr(node, "n_procs", 1) or 1)
+    mem_gb = float(getattr(node, "mem_gb", 0) or 0)
+    vcpus = args.get("vcpus", max(settings.vcpus, n_procs))
+    memory_mb = args.get("memory_mb", max(settings.memory_mb, math.ceil(mem_gb * 1024)))
+    return JobResources(
+        vcpus=vcpus,
+        memory_mb=memory_mb,
+        gpus=args.get("gpus", settings.gpus),
+        timeout_s=args.get("timeout_s", settings.timeout_s),
+        job_queue=args.get("job_queue", settings.job_queue),
+        image=args.get("image", settings.image),
+        run_on_driver=bool(args.get("run_on_driver", False)),
+    )

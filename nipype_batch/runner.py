@@ -1,0 +1,126 @@
+"""Entry point inside a job's container: ``python -m nipype_batch.runner``.
+
+Reads the job payload named by ``$NIPYPE_BATCH_PAYLOAD``, puts the node's inputs at their
+driver paths, runs the node as Nipype's batch plugins do (a node that raises leaves a result
+file holding its traceback), and uploads the node directory, the result file last.
+
+Exit codes: 0 the node ran; 3 the node raised (its traceback is in the result file);
+2 the runner itself failed (staging, payload), which AWS Batch may retry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from .protocol import (
+    ENDPOINT_ENV,
+    EXIT_NODE_FAILED,
+    EXIT_RUNNER_FAILED,
+    PAYLOAD_ENV,
+    PROVENANCE_FILE,
+)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None)
+
+
+def _outputs_dict(outputs: Any) -> dict[str, Any]:
+    """Output values of a node's result: a traits spec, or a Bunch for a MapNode."""
+    if outputs is None:
+        return {}
+    if hasattr(outputs, "trait_get"):
+        return outputs.trait_get()
+    return dict(outputs.items())
+
+
+def run_payload(payload: dict[str, Any], stager: Any) -> int:
+    """Stage in, run the node, stage out; return the process exit code."""
+    from nipype import config, logging
+    from nipype.utils.filemanip import loadpkl, savepkl
+
+    from .staging import StagedPath, find_paths
+
+    timings: dict[str, float] = {"start": time.time()}
+    node_dir = payload["node_dir"]
+    fetched = sum(stager.download(StagedPath(**item)) for item in payload["inputs"])
+    pickle_path = os.path.join(node_dir, "_nipype_batch_node.pklz")
+    stager.download_file(payload["node_pickle_key"], pickle_path, missing_ok=False)
+    timings["staged_in"] = time.time()
+
+    info = loadpkl(pickle_path)
+    os.remove(pickle_path)
+    node = info["node"]
+    config.update_config(node.config or {})
+    logging.update_logging(config)
+    error: list[str] | None = None
+    output_files: list[str] = []
+    try:
+        result = node.run(updatehash=info["updatehash"])
+        outputs = _outputs_dict(result.outputs if result is not None else None)
+        output_files = sorted(p for p in find_paths(outputs) if os.path.exists(p))
+    except Exception:
+        error = traceback.format_exception(*sys.exc_info())
+        sys.stderr.write("".join(error))
+        try:
+            failed = node.result
+        except Exception:
+            failed = None
+        os.makedirs(node_dir, exist_ok=True)
+        savepkl(
+            os.path.join(node_dir, f"result_{node.name}.pklz"),
+            {"result": failed, "hostname": socket.gethostname(), "traceback": error},
+        )
+    timings["ran"] = time.time()
+
+    runner_info = {
+        "hostname": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "files_staged_in": fetched,
+        "output_files": output_files,
+        "node_failed": error is not None,
+        "timings": timings,
+    }
+    with open(os.path.join(node_dir, PROVENANCE_FILE), "w") as fh:
+        json.dump({"runner": runner_info}, fh, indent=1)
+    stager.upload_tree(node_dir)
+    return EXIT_NODE_FAILED if error else 0
+
+
+def main() -> int:
+    """Run the job named by the environment; see the module docstring for exit codes."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry calls from jobs
+    from .staging import Stager
+
+    uri = os.environ.get(PAYLOAD_ENV)
+    if not uri:
+        sys.stderr.write(f"nipype-batch runner: ${PAYLOAD_ENV} is not set\n")
+        return EXIT_RUNNER_FAILED
+    try:
+        s3 = _s3_client()
+        bucket, key = split_s3_uri(uri)
+        payload = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        stager = Stager(s3, payload["bucket"], payload["prefix"])
+        return run_payload(payload, stager)
+    except Exception:
+        sys.stderr.write("nipype-batch runner failed:\n" + traceback.format_exc())
+        return EXIT_RUNNER_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Plugin settings: one typed object, validated at construction, defaults in one place.
+
+Every field carries a one-line ``help`` that the docs and error messages reuse. Node-level
+overrides (``node.plugin_args``) are resolved in :mod:`nipype_batch.resources`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from .errors import ConfigurationError
+
+BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
+Backend = Literal["local", "aws"]
+
+# Keys Nipype's DistributedPluginBase itself reads from plugin_args.
+NIPYPE_KEYS = {"max_jobs", "status_callback"}
+
+# Keys users bring from other plugins, with what to write instead.
+FOREIGN_KEYS = {
+    "n_procs": "AWSBatch runs every node as its own job: limit concurrency with 'max_jobs', "
+    "and give a node more vCPUs with node.n_procs or node.plugin_args={'vcpus': N}",
+    "memory_gb": "memory is asked per node: set node.mem_gb or node.plugin_args={'memory_mb': N}",
+    "qsub_args": "that is an SGE/PBS setting: use 'job_queue', 'vcpus' and 'memory_mb'",
+    "sbatch_args": "that is a SLURM setting: use 'job_queue', 'vcpus' and 'memory_mb'",
+}
+
+
+def _meta(help_text: str, env: str | None = None) -> dict[str, Any]:
+    return {"help": help_text, "env_var": env}
+
+
+@dataclass
+class BatchSettings:
+    """Settings of one AWSBatch run, built from ``plugin_args``.
+
+    Parameters are documented by each field's ``help`` metadata; see :func:`describe_settings`.
+    """
+
+    backend: Backend | None = field(
+        default=None,
+        metadata=_meta(
+            "'local' runs on the emulated stack on this machine; 'aws' on real AWS Batch. "
+            "Default: 'aws' when job_queue or bucket is given, else 'local'.",
+            BACKEND_ENV,
+        ),
+    )
+    job_queue: str | None = field(
+        default=None, metadata=_meta("AWS Batch job queue (name or ARN); required on 'aws'.")
+    )
+    bucket: str | None = field(
+        default=None,
+        metadata=_meta("S3 staging location 's3://bucket/prefix'; required on 'aws'."),
+    )
+    region: str | None = field(
+        default=None,
+        metadata=_meta("AWS region; default from the AWS config/env.", "AWS_DEFAULT_REGION"),
+    )
+    aws_profile: str | None = field(
+        default=None, metadata=_meta("Named AWS profile for credentials.", "AWS_PROFILE")
+    )
+    endpoint_url: str | None = field(
+        default=None,
+        metadata=_meta("Custom endpoint for an AWS-compatible service (emulators)."),
+    )
+    image: str | None = field(
+        default=None,
+        metadata=_meta("A ready image for every job (skips building); needs nipype inside."),
+    )
+    base_image: str | None = field(
+        default=None,
+        metadata=_meta("Image to add the Python packages to; default: the local Debian base."),
+    )
+    packages: list[str] = field(
+        default_factory=list,
+        metadata=_meta("Extra pip requirements the nodes need, pinned to the driver's versions."),
+    )
+    job_role_arn: str | None = field(
+        default=None, metadata=_meta("IAM role the jobs assume (S3 access to the bucket).")
+    )
+    vcpus: int = field(default=1, metadata=_meta("Least vCPUs of a job (node.n_procs raises it)."))
+    memory_mb: int = field(
+        default=2048, metadata=_meta("Least memory of a job in MiB (node.mem_gb raises it).")
+    )
+    gpus: int = field(default=0, metadata=_meta("GPUs of a job."))
+    timeout_s: int | None = field(
+        default=None, metadata=_meta("Per-attempt time limit in seconds (>= 60).")
+    )
+    fetch_outputs: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "Download every output file to the driver after each job. Default: yes on 'local' "
+            "(the emulated S3 lives in memory), no on 'aws' (outputs stay in S3 and come down "
+            "only when a node on the driver needs them)."
+        ),
+    )
+    job_name_prefix: str = field(
+        default="nipype", metadata=_meta("Prefix of every Batch job name.")
+    )
+    max_jobs: float = field(
+        default=float("inf"), metadata=_meta("Most jobs in flight at once (Nipype's max_jobs).")
+    )
+    status_callback: Any = field(
+        default=None, metadata=_meta("Nipype status callback, called on the driver.")
+    )
+
+    @classmethod
+    def from_plugin_args(cls, plugin_args: dict[str, Any] | None) -> BatchSettings:
+        """Build and validate settings, naming any unknown key with a suggestion."""
+        plugin_args = dict(plugin_args or {})
+        known = {f.name for f in fields(cls)}
+        for key in plugin_args:
+            if key in known:
+                continue
+            if key in FOREIGN_KEYS:
+                raise ConfigurationError(
+                    f"plugin_args key {key!r} is not an AWSBatch setting: {FOREIGN_KEYS[key]}."
+                )
+            raise ConfigurationError(unknown_key_message(key, known, "plugin_args"))
+        settings = cls(**plugin_args)
+        settings._resolve_defaults()
+        settings.validate()
+        return settings
+
+    def _resolve_defaults(self) -> None:
+        if self.backend is None:
+            env = os.environ.get(BACKEND_ENV)
+            if env:
+                self.backend = env  # type: ignore[assignment]
+            else:
+                self.backend = "aws" if (self.job_queue or self.bucket) else "local"
+        if self.region is None:
+            self.region = (
+                os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+            )
+        if self.fetch_outputs is None:
+            self.fetch_outputs = self.backend == "local"
+        if isinstance(self.packages, str):
+            self.packages = [self.packages]
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigurationError` naming the first invalid value and its fix."""
+        if self.backend not in ("local", "aws"):
+            raise ConfigurationError(
+                f"backend={self.backend!r} is not known: use 'local' (emulated stack on this "
+                "machine) or 'aws'."
+            )
+        if self.backend == "aws":
+            missing = [k for k in ("job_queue", "bucket") if not getattr(self, k)]
+            if missing:
+                raise ConfigurationError(
+                    f"backend 'aws' needs {' and '.join(missing)}: e.g. plugin_args="
+                    "{'job_queue': 'my-queue', 'bucket': 's3://my-bucket/nipype'}; "
+                    "or use plugin_args={'backend': 'local'} to try the workflow on this machine."
+                )
+        if self.bucket is not None and not str(self.bucket).startswith("s3://"):
+            raise ConfigurationError(
+                f"bucket={self.bucket!r} must be an S3 URI such as 's3://my-bucket/prefix'."
+            )
+        check_resources(
+            {"vcpus": self.vcpus, "memory_mb": self.memory_mb, "gpus": self.gpus,
+             "timeout_s": self.timeout_s},
+            where="plugin_args",
+        )
+        if not isinstance(self.packages, list | tuple) or not all(
+            isinstance(p, str) for p in self.packages
+        ):
+            raise ConfigurationError(
+                f"packages={self.packages!r} must be a list of pip requirements, "
+                "e.g. ['dipy', 'scikit-learn==1.5.2']."
+            )
+        if not str(self.job_name_prefix).replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(
+                f"job_name_prefix={self.job_name_prefix!r} may hold only letters, digits, "
+                "'-' and '_' (a Batch job name rule)."
+            )
+
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        """Split ``s3://bucket/prefix`` into ``(bucket, prefix)``; prefix has no slashes at ends."""
+        assert self.bucket is not None
+        rest = self.bucket[len("s3://") :]
+        name, _, prefix = rest.partition("/")
+        return name, prefix.strip("/")
+
+
+def check_resources(values: dict[str, Any], where: str) -> None:
+    """Validate resource values shared by plugin-level and node-level settings."""
+    for key in ("vcpus", "memory_mb", "gpus"):
+        value = values.get(key)
+        if value is None:
+            continue
+        least = 0 if key == "gpus" else (4 if key == "memory_mb" else 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigurationError(
+                f"{where} {key}={value!r} must be a whole number >= {least}."
+            )
+    timeout = values.get("timeout_s")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 60
+    ):
+        raise ConfigurationError(
+            f"{where} timeout_s={timeout!r} must be a whole number of seconds >= 60 "
+            "(AWS Batch's shortest attempt timeout)."
+        )
+
+
+def unknown_key_message(key: str, known: set[str], where: str) -> str:
+    """Say that ``key`` is unknown, suggesting the closest known key if there is one."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{where} key {key!r} is not known.{hint} Known keys: {', '.join(sorted(known))}."
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """``(name, default, help)`` of every setting, for docs and the CLI."""
+    rows = []
+    for f in fields(BatchSettings):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        rows.append((f.name, repr(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,272 @@
+"""Files between the driver, S3 and jobs, at the same absolute paths everywhere.
+
+A file at ``/abs/path`` lives at ``s3://bucket/<prefix>/files/abs/path``. Nipype records absolute
+paths in results, hashes and inputs, so keeping them identical on both sides means nothing needs
+rewriting. Each object carries the file's mtime (nanoseconds) as metadata, restored on download,
+so Nipype's default size+mtime hash of a file is the same on the driver and in the job.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .errors import StagingError
+
+log = logging.getLogger(__name__)
+
+MTIME_META = "mtime-ns"
+_PATH_MAX = 4096
+
+# Files of a node directory the driver needs to continue the graph and to see the cache.
+BOOKKEEPING = ("result_*.pklz", "_0x*.json", "_inputs.pklz", "_node.pklz", "_report/*",
+               "_nipype_batch.json")
+
+
+def is_bookkeeping(relpath: str) -> bool:
+    """Whether a file of a node directory (relative path) is Nipype's or our bookkeeping."""
+    parts = relpath.split("/")
+    if len(parts) >= 3 and parts[0] == "mapflow":
+        relpath = "/".join(parts[2:])
+    return any(fnmatch.fnmatch(relpath, pattern) for pattern in BOOKKEEPING)
+
+
+def is_result_file(relpath: str) -> bool:
+    """The node's own result file: the commit marker, always moved last."""
+    return "/" not in relpath and fnmatch.fnmatch(relpath, "result_*.pklz")
+
+
+def find_paths(value: Any) -> set[str]:
+    """Absolute path strings anywhere in a (nested) input or output value."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if (item.startswith("/") and len(item) < _PATH_MAX and "\n" not in item
+                    and item != "/"):
+                found.add(os.path.normpath(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return found
+
+
+@dataclass(frozen=True)
+class StagedPath:
+    """A path a job needs, and whether the driver saw it as a file or a directory."""
+
+    path: str
+    kind: str  # "file", "dir" or "remote" (not on the driver: look in S3 for either)
+
+
+class Stager:
+    """Moves files between this machine and the staging prefix of one bucket.
+
+    Parameters
+    ----------
+    s3 : botocore S3 client
+        Pointed at real AWS or at the local stack; this class never builds clients.
+    bucket, prefix : str
+        Staging location (``prefix`` may be empty).
+    """
+
+    def __init__(self, s3: Any, bucket: str, prefix: str = "") -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        # (size, mtime_ns) of files known to be in S3, to skip re-uploads.
+        self._known: dict[str, tuple[int, int]] = {}
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def key_for(self, path: str) -> str:
+        """S3 key of an absolute local path."""
+        base = f"{self.prefix}/files" if self.prefix else "files"
+        return base + os.path.abspath(path)
+
+    def path_for(self, key: str) -> str:
+        """Absolute local path of a staged key (inverse of :meth:`key_for`)."""
+        base = f"{self.prefix}/files" if self.prefix else "files"
+        return key[len(base):]
+
+    def control_key(self, *parts: str) -> str:
+        """Key for our own control objects (job payloads, node pickles)."""
+        base = f"{self.prefix}/control" if self.prefix else "control"
+        return "/".join([base, *parts])
+
+    # ---- upload ---------------------------------------------------------------------------
+
+    def upload_file(self, path: str, key: str | None = None) -> None:
+        """Upload one file with its mtime, unless S3 already holds this size and mtime."""
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+        key = key or self.key_for(path)
+        if self._known.get(key) == stamp:
+            return
+        try:
+            self.s3.upload_file(
+                path, self.bucket, key,
+                ExtraArgs={"Metadata": {MTIME_META: str(st.st_mtime_ns)}},
+            )
+        except (ClientError, OSError) as exc:
+            raise StagingError(
+                f"could not upload {path} to s3://{self.bucket}/{key}: {exc}. Check that the "
+                "bucket exists and that your credentials may write to it."
+            ) from exc
+        self.bytes_up += st.st_size
+        self._known[key] = stamp
+
+    def ensure_uploaded(self, path: str) -> None:
+        """Upload a local file or directory tree unless S3 holds the same size and mtime."""
+        if os.path.isdir(path):
+            for file_path in _walk_files(path):
+                self._ensure_file(file_path)
+        else:
+            self._ensure_file(path)
+
+    def _ensure_file(self, path: str) -> None:
+        key = self.key_for(path)
+        st = os.stat(path)
+        if self._known.get(key) == (st.st_size, st.st_mtime_ns):
+            return
+        remote = self._head(key)
+        if remote == (st.st_size, st.st_mtime_ns):
+            self._known[key] = remote
+            return
+        self.upload_file(path, key)
+
+    def upload_tree(self, root: str) -> list[str]:
+        """Mirror ``root`` to S3, the node's result file last (the commit marker).
+
+        Objects under the prefix with no local file (a previous attempt's hash or result) are
+        deleted before the result file goes up, so S3 never shows a stale commit.
+        """
+        files = sorted(_walk_files(root), key=lambda p: is_result_file(os.path.relpath(p, root)))
+        local_keys = {self.key_for(p) for p in files}
+        stale = [key for key, _size in self.list_tree(root) if key not in local_keys]
+        for start in range(0, len(stale), 1000):
+            batch = [{"Key": key} for key in stale[start:start + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        for file_path in files:
+            self.upload_file(file_path)
+        return files
+
+    # ---- download -------------------------------------------------------------------------
+
+    def download(self, staged: StagedPath) -> int:
+        """Fetch a staged path to the same local path; return how many files came down."""
+        if staged.kind == "file":
+            return int(self.download_file(self.key_for(staged.path), staged.path))
+        if staged.kind == "remote" and self.download_file(self.key_for(staged.path), staged.path):
+            return 1
+        count = 0
+        for key, _size in self.list_tree(staged.path):
+            count += self.download_file(key, self.path_for(key))
+        return count
+
+    def download_file(self, key: str, path: str, missing_ok: bool = True) -> bool:
+        """Download one object to ``path`` restoring its mtime; False if it does not exist."""
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_not_found(exc) and missing_ok:
+                return False
+            raise StagingError(
+                f"could not download s3://{self.bucket}/{key}: {exc}"
+            ) from exc
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.nbpart"
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(obj["Body"], out, length=1 << 20)
+        os.replace(tmp, path)
+        mtime = obj.get("Metadata", {}).get(MTIME_META)
+        if mtime:
+            os.utime(path, ns=(int(mtime), int(mtime)))
+        self.bytes_down += obj.get("ContentLength", 0)
+        st = os.stat(path)
+        self._known[key] = (st.st_size, st.st_mtime_ns)
+        return True
+
+    def list_tree(self, root: str) -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every staged file under a local directory path."""
+        prefix = self.key_for(root).rstrip("/") + "/"
+        paginator = self.s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"], obj["Size"]
+        except ClientError as exc:
+            raise StagingError(
+                f"could not list s3://{self.bucket}/{prefix}: {exc}"
+            ) from exc
+
+    def fetch_node_dir(self, node_dir: str, everything: bool) -> bool:
+        """Bring a finished node's directory to the driver; False if it has no result file.
+
+        Only bookkeeping (results, hashes, reports) unless ``everything``; the result file last
+        so that a driver that dies mid-way never sees a half-fetched node as cached.
+        """
+        entries = []
+        for key, _size in self.list_tree(node_dir):
+            rel = os.path.relpath(self.path_for(key), node_dir)
+            if everything or is_bookkeeping(rel):
+                entries.append((is_result_file(rel), key))
+        if not any(is_result for is_result, _ in entries):
+            return False
+        for _is_result, key in sorted(entries):
+            self.download_file(key, self.path_for(key), missing_ok=False)
+        return True
+
+    # ---- small objects --------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Store a control object; return its ``s3://`` URI."""
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except ClientError as exc:
+            raise StagingError(
+                f"could not write s3://{self.bucket}/{key}: {exc}. Check that the bucket exists "
+                "and that your credentials may write to it."
+            ) from exc
+        self.bytes_up += len(data)
+        return f"s3://{self.bucket}/{key}"
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a control object."""
+        try:
+            data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise StagingError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
+        self.bytes_down += len(data)
+        return data
+
+    def _head(self, key: str) -> tuple[int, int] | None:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_not_found(exc):
+                return None
+            raise StagingError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
+        mtime = head.get("Metadata", {}).get(MTIME_META)
+        return (head["ContentLength"], int(mtime)) if mtime else None
+
+
+def _walk_files(root: str) -> Iterator[str]:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if not name.endswith(".nbpart"):
+                yield os.path.join(dirpath, name)
+
+
+def _is_not_found(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")

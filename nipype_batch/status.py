@@ -1,0 +1,59 @@
+"""AWS Batch job states and what they mean for the driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    """A Batch job's status (the API's own names)."""
+
+    SUBMITTED = "SUBMITTED"
+    PENDING = "PENDING"
+    RUNNABLE = "RUNNABLE"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def done(self) -> bool:
+        """True once the job will not change state again."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What one DescribeJobs entry tells about a job."""
+
+    job_id: str
+    state: JobState
+    reason: str | None = None
+    exit_code: int | None = None
+    created_at: int | None = None
+    started_at: int | None = None
+    stopped_at: int | None = None
+    log_stream: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_description(cls, job: dict[str, Any]) -> JobStatus:
+        """Build from one ``describe_jobs()['jobs']`` entry."""
+        container = job.get("container") or {}
+        attempts = job.get("attempts") or []
+        log_stream = container.get("logStreamName")
+        if not log_stream and attempts:
+            log_stream = (attempts[-1].get("container") or {}).get("logStreamName")
+        return cls(
+            job_id=job["jobId"],
+            state=JobState(job["status"]),
+            reason=job.get("statusReason"),
+            exit_code=container.get("exitCode"),
+            created_at=job.get("createdAt"),
+            started_at=job.get("startedAt"),
+            stopped_at=job.get("stoppedAt"),
+            log_stream=log_stream,
+            attempts=attempts,
+        )
