@@ -211,7 +211,7 @@ class BatchPlugin(DistributedPluginBase):
         }
         job_id = cloud.batch.submit(
             job_name, queue, definition, resources,
-            {PAYLOAD_ENV: payload_uri, **cloud.job_environment}, tags,
+            {**self.settings.environment, **cloud.job_environment, PAYLOAD_ENV: payload_uri}, tags,
         )
         return SubmittedJob(
             job_id=job_id, job_name=job_name, node_name=node.name, node_dir=node_dir,

@@ -78,6 +78,10 @@ class BatchSettings:
         default_factory=list,
         metadata=_meta("Extra pip requirements the nodes need, pinned to the driver's versions."),
     )
+    environment: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_meta("Extra environment variables for every job, e.g. {'OMP_NUM_THREADS': '1'}."),
+    )
     job_role_arn: str | None = field(
         default=None, metadata=_meta("IAM role the jobs assume (S3 access to the bucket).")
     )
@@ -171,6 +175,13 @@ class BatchSettings:
             raise ConfigurationError(
                 f"packages={self.packages!r} must be a list of pip requirements, "
                 "e.g. ['dipy', 'scikit-learn==1.5.2']."
+            )
+        if not isinstance(self.environment, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.environment.items()
+        ):
+            raise ConfigurationError(
+                f"environment={self.environment!r} must map names to string values, "
+                "e.g. {'OMP_NUM_THREADS': '1'}."
             )
         if not str(self.job_name_prefix).replace("-", "").replace("_", "").isalnum():
             raise ConfigurationError(

@@ -1,0 +1,140 @@
+"""End to end on the local stack: real containers, real registry, emulated AWS.
+
+Every AWSBatch run is compared with Nipype's own Linear run of the same workflow.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from nipype import Function, Node, Workflow
+from nipype.utils.filemanip import loadcrash
+
+from examples.demo.workflow import build_workflow, make_inputs
+from nipype_batch import BatchPlugin
+from tests.helpers import assert_same_tree, node_dirs
+
+pytestmark = pytest.mark.docker
+
+
+def _demo(root: Path, data: str):
+    return build_workflow(str(root / "work"), data, str(root / "output"))
+
+
+def test_demo_matches_linear_and_rerun_submits_nothing(tmp_path, local_args):
+    data = make_inputs(str(tmp_path / "data"))
+    _demo(tmp_path / "linear", data).run(plugin="Linear")
+
+    plugin = BatchPlugin(local_args)
+    _demo(tmp_path / "batch", data).run(plugin=plugin)
+
+    # files between nodes, a MapNode (3 subnodes x 2 subjects), iterables and a JoinNode
+    assert len(plugin.submitted_job_ids) == 2 + 6 + 2 + 2 + 1
+    assert node_dirs(tmp_path / "linear" / "work") == node_dirs(tmp_path / "batch" / "work")
+    compared = assert_same_tree(tmp_path / "linear" / "work", tmp_path / "batch" / "work")
+    assert compared >= 10
+    assert_same_tree(tmp_path / "linear" / "output", tmp_path / "batch" / "output")
+    assert (tmp_path / "batch" / "output" / "group.csv").read_text().startswith("subject,total")
+
+    rerun = BatchPlugin(local_args)
+    _demo(tmp_path / "batch", data).run(plugin=rerun)
+    assert rerun.submitted_job_ids == []
+
+
+def _boom(x):
+    raise ValueError(f"boom-{x}: this node fails on purpose")
+
+
+def _write(x):
+    import os
+
+    out = os.path.abspath("ok.txt")
+    with open(out, "w") as fh:
+        fh.write(f"ok {x}\n")
+    return out
+
+
+def _after(in_file):
+    return in_file
+
+
+def _failing_workflow(base: Path) -> Workflow:
+    wf = Workflow(name="fails", base_dir=str(base))
+    wf.config["execution"]["crashdump_dir"] = str(base / "crashes")
+    bad = Node(Function(input_names=["x"], output_names=["out"], function=_boom), name="bad")
+    bad.inputs.x = 7
+    after_bad = Node(Function(input_names=["in_file"], output_names=["out"], function=_after),
+                     name="after_bad")
+    good = Node(Function(input_names=["x"], output_names=["out"], function=_write), name="good")
+    good.inputs.x = 1
+    after_good = Node(Function(input_names=["in_file"], output_names=["out"], function=_after),
+                      name="after_good")
+    wf.connect([(bad, after_bad, [("out", "in_file")]), (good, after_good, [("out", "in_file")])])
+    return wf
+
+
+def test_failing_node_gives_crash_file_and_other_branches_finish(tmp_path, local_args):
+    plugin = BatchPlugin(local_args)
+    with pytest.raises(RuntimeError, match="boom-7"):
+        _failing_workflow(tmp_path).run(plugin=plugin)
+
+    crashes = glob.glob(str(tmp_path / "crashes" / "crash-*-bad-*.pklz"))
+    assert len(crashes) == 1
+    crash_text = "".join(loadcrash(crashes[0])["traceback"])
+    assert "ValueError: boom-7: this node fails on purpose" in crash_text
+    assert "log lines of job" in crash_text  # the job's log tail travels with it
+    assert (tmp_path / "fails" / "good" / "ok.txt").read_text() == "ok 1\n"
+    assert (tmp_path / "fails" / "after_good" / "result_after_good.pklz").exists()
+    assert not (tmp_path / "fails" / "after_bad").exists()
+    assert len(plugin.submitted_job_ids) == 3  # bad, good, after_good
+    # the failed node is not mistaken for a cached one on the next run
+    assert not (tmp_path / "fails" / "bad" / "result_bad.pklz").exists()
+
+
+def _touch(x):
+    return x
+
+
+def test_per_node_resources_reach_the_job(tmp_path, local_args, local_stack):
+    wf = Workflow(name="res", base_dir=str(tmp_path))
+    big = Node(Function(input_names=["x"], output_names=["out"], function=_touch), name="big",
+               n_procs=2, mem_gb=3)
+    big.inputs.x = 1
+    pinned = Node(Function(input_names=["x"], output_names=["out"], function=_touch),
+                  name="pinned")
+    pinned.inputs.x = 2
+    pinned.plugin_args = {"vcpus": 3, "memory_mb": 5000, "timeout_s": 120, "overwrite": True,
+                          "sbatch_args": "--ignored-by-us"}
+    wf.add_nodes([big, pinned])
+    # a status callback that plain pickle cannot carry: it must never reach a job
+    seen = []
+    args = {**local_args, "status_callback": lambda node, status: seen.append(status)}
+    wf.run(plugin="AWSBatch", plugin_args=args)
+    assert seen.count("end") == 2
+
+    batch = local_stack.client("batch")
+    expected = {"big": (2, 3072, None), "pinned": (3, 5000, 120)}
+    for name, (vcpus, memory, timeout) in expected.items():
+        record = json.loads((tmp_path / "res" / name / "_nipype_batch.json").read_text())["job"]
+        assert (record["vcpus"], record["memory_mb"], record["timeout_s"]) == (vcpus, memory,
+                                                                             timeout)
+        for key in ("job_id", "job_queue", "job_definition", "image", "attempts", "log_stream",
+                    "submitted_at_ms", "started_at_ms", "stopped_at_ms"):
+            assert record[key], key
+        assert "@sha256:" in record["image"]
+        job = batch.describe_jobs(jobs=[record["job_id"]])["jobs"][0]
+        asked = {r["type"]: r["value"] for r in job["container"]["resourceRequirements"]}
+        assert asked == {"VCPU": str(vcpus), "MEMORY": str(memory)}
+        assert job.get("timeout", {}).get("attemptDurationSeconds") == timeout
+
+
+def test_plugin_survives_pickle_round_trip():
+    plugin = BatchPlugin({"backend": "local", "vcpus": 2, "packages": ["dipy"],
+                          "environment": {"OMP_NUM_THREADS": "1"}})
+    clone = pickle.loads(pickle.dumps(plugin))
+    assert clone.settings == plugin.settings
+    assert clone._cloud is None  # clients are not pickled; they reconnect on use
