@@ -173,7 +173,7 @@ def build_job_image(docker: Any, base_image: str, packages: list[str]) -> BuiltI
         )
     requirements = [pin_to_driver(r) for r in (*CORE_PACKAGES, *packages)]
     wheel_dir, wheels = resolve_wheels(requirements, python)
-    content = json.dumps([base.id, wheels, requirements, source_digest()]).encode()
+    content = json.dumps([base.id, wheels, requirements, source_digest(), _recipe()]).encode()
     tag = hashlib.sha256(content).hexdigest()[:20]
     ref = f"{LOCAL_REPOSITORY}:{tag}"
     try:
@@ -188,9 +188,13 @@ def build_job_image(docker: Any, base_image: str, packages: list[str]) -> BuiltI
     return BuiltImage(ref=ref, tag=tag, built=True)
 
 
+def _recipe() -> str:
+    """The job image's Dockerfile (part of the image's content hash)."""
+    return resources.files("nipype_batch.containers").joinpath("job.Dockerfile").read_text()
+
+
 def _write_context(ctx: Path, wheel_dir: Path, wheels: list[str], requirements: list[str]) -> None:
-    recipe = resources.files("nipype_batch.containers").joinpath("job.Dockerfile").read_text()
-    (ctx / "Dockerfile").write_text(recipe)
+    (ctx / "Dockerfile").write_text(_recipe())
     (ctx / "wheels").mkdir()
     for name in wheels:
         target = ctx / "wheels" / name

@@ -103,6 +103,7 @@ class BatchPlugin(DistributedPluginBase):
     def run(self, graph: Any, config: Any, updatehash: bool = False) -> Any:
         """Run the graph; whatever ends the run, no job it submitted is left running."""
         self._reset_run_state()
+        _show_progress()
         try:
             return super().run(graph, config, updatehash=updatehash)
         finally:
@@ -163,8 +164,6 @@ class BatchPlugin(DistributedPluginBase):
             node._get_inputs()
             job = self._submit_node(node, updatehash, taskid)
         except Exception:
-            if isinstance(sys.exc_info()[1], (KeyboardInterrupt,)):
-                raise
             self._local_failures[taskid] = format_exception(*sys.exc_info())
             return taskid
         self._jobs[taskid] = job
@@ -298,6 +297,12 @@ class BatchPlugin(DistributedPluginBase):
                 f"{status.state.value}: {status.reason or 'no reason given'} (exit code "
                 f"{status.exit_code}). It left no result file under {where}.\n"
             ]
+        missing = _missing_module(traceback)
+        if missing:
+            traceback.append(
+                f"\nHint: the job image has no module {missing!r}. Add its package to "
+                f"plugin_args={{'packages': [...]}} (pinned to your installed version).\n"
+            )
         tail = self.cloud.batch.log_tail(status.log_stream)
         if tail:
             traceback.append(
@@ -326,24 +331,52 @@ class BatchPlugin(DistributedPluginBase):
         self._jobs.clear()
 
 
+def _missing_module(traceback: list[str]) -> str | None:
+    """The module a remote ModuleNotFoundError names, if that is how the node failed."""
+    found = re.findall(r"ModuleNotFoundError: No module named '([\w.]+)'", "".join(traceback))
+    return found[-1] if found else None
+
+
+def _show_progress() -> None:
+    """Make our INFO lines visible next to Nipype's when the application set up no logging."""
+    package_log = logging.getLogger("nipype_batch")
+    if package_log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s nipype_batch %(levelname)s: %(message)s",
+                                           "%y%m%d-%H:%M:%S"))
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+
+
 def _is_within(path: str, directory: str) -> bool:
     """Whether ``path`` is ``directory`` or lies below it."""
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _belongs_on_driver(node: Any) -> bool:
-    """Nodes that only move values or write to the user's disk run on the driver.
+    """Nodes that only move values or read or write the user's disk run on the driver.
 
-    IdentityInterface does no work, so a job would only add latency; a DataSink with a local
-    base_directory must write on the driver's disk, where the user will look for its outputs.
+    IdentityInterface does no work, so a job would only add latency. File finders (SelectFiles,
+    DataGrabber, DataFinder) only glob the driver's disk: as jobs they would have to stage the
+    whole dataset, while on the driver they hand each downstream job just the files it names.
+    A DataSink must write where the user will look for its outputs. Those reading or writing
+    ``s3://`` locations stay jobs.
     """
-    from nipype.interfaces.io import DataSink
+    from nipype.interfaces import io
     from nipype.interfaces.utility import IdentityInterface
 
     interface = node.interface
     if isinstance(interface, IdentityInterface):
         return True
-    if isinstance(interface, DataSink):
-        base = getattr(interface.inputs, "base_directory", None)
-        return not (isinstance(base, str) and base.startswith("s3://"))
+    location_input = {
+        io.DataSink: "base_directory",
+        io.SelectFiles: "base_directory",
+        io.DataGrabber: "base_directory",
+        io.DataFinder: "root_paths",
+    }
+    for kind, name in location_input.items():
+        if isinstance(interface, kind):
+            where = getattr(interface.inputs, name, None)
+            return not (isinstance(where, str) and where.startswith("s3://"))
     return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -160,7 +161,9 @@ class BatchSettings:
                     "{'job_queue': 'my-queue', 'bucket': 's3://my-bucket/nipype'}; "
                     "or use plugin_args={'backend': 'local'} to try the workflow on this machine."
                 )
-        if self.bucket is not None and not str(self.bucket).startswith("s3://"):
+        if self.bucket is not None and (
+            not str(self.bucket).startswith("s3://") or not self.bucket_and_prefix()[0]
+        ):
             raise ConfigurationError(
                 f"bucket={self.bucket!r} must be an S3 URI such as 's3://my-bucket/prefix'."
             )
@@ -183,10 +186,11 @@ class BatchSettings:
                 f"environment={self.environment!r} must map names to string values, "
                 "e.g. {'OMP_NUM_THREADS': '1'}."
             )
-        if not str(self.job_name_prefix).replace("-", "").replace("_", "").isalnum():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", str(self.job_name_prefix)):
             raise ConfigurationError(
-                f"job_name_prefix={self.job_name_prefix!r} may hold only letters, digits, "
-                "'-' and '_' (a Batch job name rule)."
+                f"job_name_prefix={self.job_name_prefix!r} must start with a letter or digit "
+                "and hold only ASCII letters, digits, '-' and '_' (Batch job name rules), "
+                "e.g. 'mystudy'."
             )
 
     def bucket_and_prefix(self) -> tuple[str, str]:

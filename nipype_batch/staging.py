@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 
 from .errors import StagingError
@@ -117,7 +118,7 @@ class Stager:
                 path, self.bucket, key,
                 ExtraArgs={"Metadata": {MTIME_META: str(st.st_mtime_ns)}},
             )
-        except (ClientError, OSError) as exc:
+        except (ClientError, S3UploadFailedError, OSError) as exc:
             raise StagingError(
                 f"could not upload {path} to s3://{self.bucket}/{key}: {exc}. Check that the "
                 "bucket exists and that your credentials may write to it."
@@ -155,7 +156,14 @@ class Stager:
         stale = [key for key, _size in self.list_tree(root) if key not in local_keys]
         for start in range(0, len(stale), 1000):
             batch = [{"Key": key} for key in stale[start:start + 1000]]
-            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            try:
+                self.s3.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": batch, "Quiet": True})
+            except ClientError as exc:
+                raise StagingError(
+                    f"could not delete {len(batch)} stale objects under "
+                    f"s3://{self.bucket}/{self.key_for(root)}/: {exc}"
+                ) from exc
         for file_path in files:
             self.upload_file(file_path)
         return files

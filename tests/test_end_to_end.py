@@ -138,3 +138,55 @@ def test_plugin_survives_pickle_round_trip():
     clone = pickle.loads(pickle.dumps(plugin))
     assert clone.settings == plugin.settings
     assert clone._cloud is None  # clients are not pickled; they reconnect on use
+
+
+def _raise_on_driver(x):
+    raise OSError(f"driver-side failure {x}")
+
+
+def test_driver_side_node_failure_fails_the_run(tmp_path):
+    # Nipype's DistributedPluginBase swallows these; MultiProc and we must not.
+    wf = Workflow(name="drv", base_dir=str(tmp_path))
+    node = Node(Function(input_names=["x"], output_names=["out"], function=_raise_on_driver),
+                name="local_only")
+    node.inputs.x = 3
+    node.plugin_args = {"run_on_driver": True}
+    wf.add_nodes([node])
+    plugin = BatchPlugin({"backend": "local"})
+    with pytest.raises(RuntimeError, match="driver-side failure 3"):
+        wf.run(plugin=plugin)
+    assert plugin.submitted_job_ids == []
+    assert plugin._cloud is None  # nothing needed the cloud: no job node
+
+
+def _count_lines(in_file):
+    import os
+
+    with open(in_file) as fh:
+        n = sum(1 for _ in fh)
+    out = os.path.abspath("count.txt")
+    with open(out, "w") as fh:
+        fh.write(f"{os.path.basename(in_file)} {n}\n")
+    return out
+
+
+def test_selectfiles_runs_on_driver_and_feeds_jobs(tmp_path, local_args):
+    from nipype.interfaces.io import SelectFiles
+
+    data = Path(make_inputs(str(tmp_path / "bids")))
+    (data / "unrelated-big-file.bin").write_bytes(b"\0" * 1_000_000)
+    wf = Workflow(name="sel", base_dir=str(tmp_path / "work"))
+    select = Node(SelectFiles({"rec": "sub-{subject}.txt"}, base_directory=str(data)),
+                  name="select")
+    select.iterables = ("subject", ["01", "02"])
+    count = Node(Function(input_names=["in_file"], output_names=["out"], function=_count_lines),
+                 name="count")
+    wf.connect(select, "rec", count, "in_file")
+    plugin = BatchPlugin(local_args)
+    wf.run(plugin=plugin)
+    assert len(plugin.submitted_job_ids) == 2  # only the counts are jobs
+    out = tmp_path / "work" / "sel" / "_subject_02" / "count" / "count.txt"
+    assert out.read_text() == "sub-02.txt 5\n"
+    # each job staged its one input file, not the dataset
+    record = json.loads((out.parent / "_nipype_batch.json").read_text())
+    assert record["runner"]["files_staged_in"] == 1

@@ -1,0 +1,96 @@
+"""The local stack: clear error without Docker, orphan sweep, nothing left running."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from nipype import Function, Node, Workflow
+
+from nipype_batch import BatchPlugin, LocalStackError
+from nipype_batch.dockerd import connect_docker
+from nipype_batch.local.stack import sweep_containers
+
+
+def test_no_docker_daemon_says_how_to_start_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    with pytest.raises(LocalStackError, match=r"no Docker daemon answers.*dockerd.*docker\.io"):
+        connect_docker()
+
+
+@pytest.mark.docker
+def test_sweep_removes_containers_of_dead_processes_only(local_stack):
+    docker = local_stack.docker
+    dead = docker.containers.create("nipype-batch-base:bookworm", ["sleep", "60"],
+                                    name="nbl999999-left-by-a-crash")
+    mine = docker.containers.create("nipype-batch-base:bookworm", ["sleep", "60"],
+                                    name=f"{local_stack.job_name_prefix}still-mine")
+    try:
+        assert sweep_containers(docker) == 1
+        names = {c.name for c in docker.containers.list(all=True)}
+        assert dead.name not in names and mine.name in names
+    finally:
+        mine.remove(force=True)
+
+
+def _sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def _fail(seconds):
+    raise RuntimeError("fails fast")
+
+
+@pytest.mark.docker
+def test_stop_on_first_crash_terminates_jobs_in_flight(tmp_path, local_args, local_stack):
+    wf = Workflow(name="stops", base_dir=str(tmp_path))
+    wf.config["execution"]["stop_on_first_crash"] = "true"
+    slow = Node(Function(input_names=["seconds"], output_names=["out"], function=_sleep),
+                name="slow")
+    slow.inputs.seconds = 120
+    fast = Node(Function(input_names=["seconds"], output_names=["out"], function=_fail),
+                name="fast")
+    fast.inputs.seconds = 0
+    wf.add_nodes([slow, fast])
+    plugin = BatchPlugin(local_args)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="fails fast"):
+        wf.run(plugin=plugin)
+    assert time.monotonic() - started < 60
+    batch = local_stack.client("batch")
+    slow_job = next(j for j in batch.describe_jobs(jobs=plugin.submitted_job_ids)["jobs"]
+                    if j["jobName"].endswith("stops_slow"))
+    deadline = time.monotonic() + 20
+    while slow_job["status"] != "FAILED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        slow_job = batch.describe_jobs(jobs=[slow_job["jobId"]])["jobs"][0]
+    assert slow_job["status"] == "FAILED"
+    assert "stopped" in slow_job.get("statusReason", "")
+    while time.monotonic() < deadline and _containers_of(local_stack, "stops_slow"):
+        time.sleep(0.5)
+    assert _containers_of(local_stack, "stops_slow") == []
+
+
+def _containers_of(stack, suffix):
+    return [c.name for c in stack.docker.containers.list(all=True) if suffix in c.name]
+
+
+def _write(x):
+    import os
+
+    with open("out.txt", "w") as fh:
+        fh.write(str(x))
+    return os.path.abspath("out.txt")
+
+
+@pytest.mark.docker
+def test_relative_base_dir_is_made_absolute(tmp_path, local_args):
+    wf = Workflow(name="rel", base_dir=".")  # the tests run in tmp_path (conftest)
+    node = Node(Function(input_names=["x"], output_names=["out"], function=_write), name="w")
+    node.inputs.x = 42
+    wf.add_nodes([node])
+    wf.run(plugin="AWSBatch", plugin_args=local_args)
+    assert (tmp_path / "rel" / "w" / "out.txt").read_text() == "42"
