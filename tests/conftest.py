@@ -50,5 +50,14 @@ def local_args(local_stack):
 
 @pytest.fixture(autouse=True)
 def _crash_files_in_tmp(tmp_path, monkeypatch):
-    """Nipype writes crash files to the working directory: keep them in the test's tmp."""
+    """Nipype writes crash files to the directory it started in: keep them in the test's tmp."""
+    from nipype import config
+
     monkeypatch.chdir(tmp_path)
+    before = config.get("execution", "crashdump_dir", None)
+    config.set("execution", "crashdump_dir", str(tmp_path))
+    yield
+    if before is None:
+        config._sections["execution"].pop("crashdump_dir", None)
+    else:
+        config.set("execution", "crashdump_dir", before)

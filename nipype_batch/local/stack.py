@@ -12,18 +12,20 @@ import json
 import logging
 import os
 import re
+import select
+import subprocess
+import sys
 import threading
 from typing import Any
 
 from ..dockerd import connect_docker
 from ..errors import LocalStackError
-from . import moto_adjustments
+from ..image import cache_dir
 from .registry import ensure_registry
+from .server import REGION
 
 log = logging.getLogger(__name__)
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"  # moto's default account
 NAME = "nipype-batch-local"
 THROWAWAY_KEY = "nipype-batch-local"  # moto accepts any key; never a real credential
 _CONTAINER_NAME = re.compile(r"^/?nbl(\d+)-")
@@ -86,26 +88,13 @@ class LocalStack:
 
     def start(self) -> None:
         """Check Docker, sweep orphans, start registry and emulator, create the resources."""
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError as exc:
-            raise LocalStackError(
-                "the local stack needs moto's server: pip install 'nipype-batch[local]'"
-            ) from exc
         self.docker = connect_docker()
         swept = sweep_containers(self.docker)
         if swept:
             log.warning("Removed %d job containers left by processes that died", swept)
         self.registry_address = ensure_registry()
-        moto_adjustments.apply()
-        # Containers share the host network so they reach the emulator on loopback.
-        os.environ["MOTO_DOCKER_NETWORK_MODE"] = "host"
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        _host, port = self.server.get_host_and_port()
-        os.environ["MOTO_PORT"] = str(port)
-        self.endpoint_url = f"http://127.0.0.1:{port}"
+        self.server = _start_emulator()
+        self.endpoint_url = f"http://127.0.0.1:{self.server.port}"
         import boto3
 
         self.session = boto3.Session(
@@ -168,24 +157,55 @@ class LocalStack:
         self.ensure_bucket(self.bucket)
 
     def stop(self) -> None:
-        """Terminate unfinished jobs, wait for their containers, stop the emulator."""
+        """Stop the emulator (it terminates unfinished jobs first) and sweep our containers."""
         if self.server is None:
             return
-        try:
-            from moto.batch.models import batch_backends
-
-            backend = batch_backends[ACCOUNT][REGION]
-            jobs = list(backend._jobs.values())
-            for job in jobs:
-                if job.status not in ("SUCCEEDED", "FAILED"):
-                    job.stop = True
-            for job in jobs:
-                job.join(timeout=10)
-        except Exception as exc:
-            log.debug("while stopping emulated jobs: %s", exc)
         self.server.stop()
         self.server = None
         sweep_containers(self.docker, only_pid=os.getpid())
         with LocalStack._lock:
             if LocalStack._instance is self:
                 LocalStack._instance = None
+
+
+class _Emulator:
+    """The emulator process (see :mod:`nipype_batch.local.server`)."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc = proc
+        self.port = port
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Close its stdin, which makes it stop its jobs and exit; kill it if it does not."""
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _start_emulator(timeout_s: float = 60.0) -> _Emulator:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as exc:
+        raise LocalStackError(
+            "the local stack needs moto's server: pip install 'nipype-batch[local]'"
+        ) from exc
+    logfile = cache_dir() / "emulator.log"
+    with open(logfile, "ab") as err:
+        # Its own session: Ctrl-C in the terminal reaches the driver, which still needs the
+        # emulator to terminate its jobs.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nipype_batch.local.server"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+        )
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline().decode().strip() if ready else ""
+    if not line.isdigit():
+        proc.kill()
+        raise LocalStackError(
+            f"the AWS emulator did not start within {timeout_s:.0f} s: see {logfile}"
+        )
+    return _Emulator(proc, int(line))
