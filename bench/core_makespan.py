@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import nipype_batch  # noqa: E402,F401
-from examples.demo.workflow import build_workflow, make_inputs  # noqa: E402
-from nipype_batch import BatchPlugin  # noqa: E402
+import nipype_batch  # noqa: F401
+from examples.demo.workflow import build_workflow, make_inputs
+from nipype_batch import BatchPlugin
 
 
 def timed_run(root: Path, data: str, subjects: list[str], plugin, plugin_args=None) -> float:

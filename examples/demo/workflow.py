@@ -115,11 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", default="AWSBatch", choices=["AWSBatch", "Linear", "MultiProc"])
     parser.add_argument("--work-dir", default=os.path.abspath("demo-work"))
     args = parser.parse_args(argv)
-    import logging
-
     import nipype_batch  # noqa: F401  registers plugin='AWSBatch'
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     work = os.path.abspath(args.work_dir)
     data = make_inputs(os.path.join(work, "data"))
     wf = build_workflow(os.path.join(work, "work"), data, os.path.join(work, "output"))
