@@ -1,13 +1,16 @@
 # Job image: a base with Python, plus the workflow's pinned wheels (installed with no network),
-# plus nipype-batch's runner. Stable layers first: the wheel layer is reused while only the
-# runner or the user's code changes.
+# plus nipype-batch's runner. Two stages, so that the wheels themselves never enter the final
+# image; the venv keeps its absolute path, so copying it between stages is safe. Stable layers
+# first: the venv layer is reused while only the runner or the user's code changes.
 ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS venv
 COPY wheels/ /tmp/nipype-batch-wheels/
 RUN python3 -m venv /opt/nipype-batch/venv \
  && /opt/nipype-batch/venv/bin/pip install --no-index --no-cache-dir --disable-pip-version-check \
-      --find-links /tmp/nipype-batch-wheels -r /tmp/nipype-batch-wheels/requirements.txt \
- && rm -rf /tmp/nipype-batch-wheels
+      --find-links /tmp/nipype-batch-wheels -r /tmp/nipype-batch-wheels/requirements.txt
+
+FROM ${BASE_IMAGE}
+COPY --from=venv /opt/nipype-batch/venv /opt/nipype-batch/venv
 COPY src/ /opt/nipype-batch/src/
 ENV PATH=/opt/nipype-batch/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONPATH=/opt/nipype-batch/src \

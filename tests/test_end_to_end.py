@@ -29,8 +29,11 @@ def test_demo_matches_linear_and_rerun_submits_nothing(tmp_path, local_args):
     data = make_inputs(str(tmp_path / "data"))
     _demo(tmp_path / "linear", data).run(plugin="Linear")
 
-    plugin = BatchPlugin(local_args)
+    # a status callback plain pickle cannot carry: the MapNodes' pickles must not hold it
+    events = []
+    plugin = BatchPlugin({**local_args, "status_callback": lambda n, s: events.append(s)})
     _demo(tmp_path / "batch", data).run(plugin=plugin)
+    assert events.count("start") == events.count("end") > 0
 
     # files between nodes, a MapNode (3 subnodes x 2 subjects), iterables and a JoinNode
     assert len(plugin.submitted_job_ids) == 2 + 6 + 2 + 2 + 1
@@ -110,11 +113,7 @@ def test_per_node_resources_reach_the_job(tmp_path, local_args, local_stack):
     pinned.plugin_args = {"vcpus": 3, "memory_mb": 5000, "timeout_s": 120, "overwrite": True,
                           "sbatch_args": "--ignored-by-us"}
     wf.add_nodes([big, pinned])
-    # a status callback that plain pickle cannot carry: it must never reach a job
-    seen = []
-    args = {**local_args, "status_callback": lambda node, status: seen.append(status)}
-    wf.run(plugin="AWSBatch", plugin_args=args)
-    assert seen.count("end") == 2
+    wf.run(plugin="AWSBatch", plugin_args=local_args)
 
     batch = local_stack.client("batch")
     expected = {"big": (2, 3072, None), "pinned": (3, 5000, 120)}
@@ -190,3 +189,31 @@ def test_selectfiles_runs_on_driver_and_feeds_jobs(tmp_path, local_args):
     # each job staged its one input file, not the dataset
     record = json.loads((out.parent / "_nipype_batch.json").read_text())
     assert record["runner"]["files_staged_in"] == 1
+
+
+def _uses_pluggy(x):
+    import pluggy
+
+    return f"{x} {pluggy.__version__}"
+
+
+def test_packages_reach_the_image_pinned_to_the_driver(tmp_path, local_args):
+    import pluggy
+
+    def workflow(name):
+        wf = Workflow(name=name, base_dir=str(tmp_path))
+        node = Node(Function(input_names=["x"], output_names=["out"], function=_uses_pluggy),
+                    name="use")
+        node.inputs.x = "pluggy"
+        wf.add_nodes([node])
+        return wf
+
+    with pytest.raises(RuntimeError, match="No module named 'pluggy'"):
+        workflow("without").run(plugin="AWSBatch", plugin_args=local_args)
+    crash = glob.glob(str(tmp_path / "crash-*-use-*.pklz"))
+    assert "Add its package to plugin_args" in "".join(loadcrash(crash[0])["traceback"])
+
+    result = workflow("with").run(plugin="AWSBatch",
+                                  plugin_args={**local_args, "packages": ["pluggy"]})
+    (node,) = result.nodes()
+    assert node.result.outputs.out == f"pluggy {pluggy.__version__}"
