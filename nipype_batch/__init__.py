@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import nipype.pipeline.plugins as _nipype_plugins
 
+from .api import build_images
+from .builder import PublishedImage
 from .errors import (
     BatchJobError,
     ConfigurationError,
@@ -32,5 +34,7 @@ __all__ = [
     "ImageBuildError",
     "LocalStackError",
     "NipypeBatchError",
+    "PublishedImage",
     "StagingError",
+    "build_images",
 ]

@@ -141,51 +141,98 @@ def base_python(docker: Any, base_image: str) -> str:
 
 
 @dataclass(frozen=True)
-class BuiltImage:
-    """A job image in the local Docker daemon."""
+class ImageSpec:
+    """What goes into one job image: a base, pinned requirements and local code."""
 
-    ref: str
+    base_image: str
+    requirements: tuple[str, ...] = ()
+    local_code: tuple[str, ...] = ()  # module files or package directories on the driver
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image spec resolved to wheels, with its content-hash tag; not yet built."""
+
+    spec: ImageSpec
     tag: str
-    built: bool  # False when an image with this content hash already existed
+    requirements: tuple[str, ...]
+    wheel_dir: Path
+    wheels: tuple[str, ...]
+
+    @property
+    def local_ref(self) -> str:
+        """Name of the image in the local Docker daemon."""
+        return f"{LOCAL_REPOSITORY}:{self.tag}"
 
 
-def build_job_image(docker: Any, base_image: str, packages: list[str]) -> BuiltImage:
-    """Build (or find) the job image for ``packages`` on ``base_image``.
+def driver_python() -> str:
+    """``'3.11'``: the Python minor version jobs must match."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
-    Raises :class:`ImageBuildError` if the base image is missing, its Python minor version
-    differs from the driver's, or a step fails (with that step's log).
-    """
+
+def ensure_base_image(docker: Any, base_image: str) -> Any:
+    """The base image from the daemon, pulled if it is not there; its Python checked."""
     try:
         base = docker.images.get(base_image)
-    except Exception as exc:
-        raise ImageBuildError(
-            f"base image {base_image!r} is not in the local Docker daemon. Build the default "
-            "one with `containers/base-image.sh`, or name yours with plugin_args="
-            "{'base_image': 'registry/image:tag'}."
-        ) from exc
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    except Exception:
+        try:
+            log.info("Pulling base image %s", base_image)
+            base = docker.images.pull(base_image)
+        except Exception as exc:
+            raise ImageBuildError(
+                f"base image {base_image!r} is neither in the local Docker daemon nor "
+                f"pullable ({exc.__class__.__name__}). Build the default one with "
+                "`containers/base-image.sh`, or name an image you can pull with "
+                "plugin_args={'base_image': 'registry/image:tag'}."
+            ) from exc
     theirs = base_python(docker, base_image)
-    if theirs != python:
+    if theirs != driver_python():
         raise ImageBuildError(
             f"base image {base_image!r} has Python {theirs} but this driver runs Python "
-            f"{python}: pickled nodes need the same minor version. Use a base image with "
-            f"Python {python}, or run the driver with Python {theirs}."
+            f"{driver_python()}: pickled nodes need the same minor version. Use a base image "
+            f"with Python {driver_python()}, or run the driver with Python {theirs}."
         )
-    requirements = [pin_to_driver(r) for r in (*CORE_PACKAGES, *packages)]
-    wheel_dir, wheels = resolve_wheels(requirements, python)
-    content = json.dumps([base.id, wheels, requirements, source_digest(), _recipe()]).encode()
-    tag = hashlib.sha256(content).hexdigest()[:20]
-    ref = f"{LOCAL_REPOSITORY}:{tag}"
+    return base
+
+
+def local_code_digest(paths: tuple[str, ...]) -> str:
+    """Hash of the local code files that go into the image."""
+    digest = hashlib.sha256()
+    for root in paths:
+        for rel, full in _local_code_files(root):
+            digest.update(rel.encode())
+            digest.update(Path(full).read_bytes())
+    return digest.hexdigest()
+
+
+def prepare_image(docker: Any, spec: ImageSpec) -> PreparedImage:
+    """Check the base, resolve wheels and compute the content tag, without building."""
+    base = ensure_base_image(docker, spec.base_image)
+    requirements = tuple(sorted({pin_to_driver(r) for r in (*CORE_PACKAGES,
+                                                            *spec.requirements)}))
+    wheel_dir, wheels = resolve_wheels(list(requirements), driver_python())
+    content = json.dumps([
+        base.id, wheels, requirements, source_digest(), _recipe(),
+        local_code_digest(spec.local_code),
+    ]).encode()
+    return PreparedImage(
+        spec=spec, tag=hashlib.sha256(content).hexdigest()[:20], requirements=requirements,
+        wheel_dir=wheel_dir, wheels=tuple(wheels),
+    )
+
+
+def build_image(docker: Any, prepared: PreparedImage) -> bool:
+    """Build the prepared image unless the daemon has it; return whether it was built."""
     try:
-        docker.images.get(ref)
-        return BuiltImage(ref=ref, tag=tag, built=False)
+        docker.images.get(prepared.local_ref)
+        return False
     except Exception:
         pass
     with tempfile.TemporaryDirectory(prefix="nipype-batch-build-") as ctx:
-        _write_context(Path(ctx), wheel_dir, wheels, requirements)
-        log.info("Building job image %s on %s", ref, base_image)
-        _docker_build(docker, ctx, ref, base_image)
-    return BuiltImage(ref=ref, tag=tag, built=True)
+        _write_context(Path(ctx), prepared)
+        log.info("Building job image %s on %s", prepared.local_ref, prepared.spec.base_image)
+        _docker_build(docker, ctx, prepared.local_ref, prepared.spec.base_image)
+    return True
 
 
 def _recipe() -> str:
@@ -193,20 +240,49 @@ def _recipe() -> str:
     return resources.files("nipype_batch.containers").joinpath("job.Dockerfile").read_text()
 
 
-def _write_context(ctx: Path, wheel_dir: Path, wheels: list[str], requirements: list[str]) -> None:
+def _write_context(ctx: Path, prepared: PreparedImage) -> None:
     (ctx / "Dockerfile").write_text(_recipe())
     (ctx / "wheels").mkdir()
-    for name in wheels:
+    for name in prepared.wheels:
         target = ctx / "wheels" / name
         try:
-            os.link(wheel_dir / name, target)
+            os.link(prepared.wheel_dir / name, target)
         except OSError:
-            shutil.copy2(wheel_dir / name, target)
-    (ctx / "wheels" / "requirements.txt").write_text("\n".join(requirements) + "\n")
+            shutil.copy2(prepared.wheel_dir / name, target)
+    (ctx / "wheels" / "requirements.txt").write_text("\n".join(prepared.requirements) + "\n")
     shutil.copytree(
         PACKAGE_DIR, ctx / "src" / "nipype_batch",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"),
     )
+    user = ctx / "user"
+    user.mkdir()
+    for root in prepared.spec.local_code:
+        for rel, full in _local_code_files(root):
+            target = user / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(full, target)
+
+
+def _local_code_files(root: str) -> list[tuple[str, str]]:
+    """``(path in image, path on driver)`` of a local module or package's files.
+
+    Hidden files and directories (``.env``, ``.git``, ``.aws``...), caches and build
+    leftovers are never copied: they may hold secrets and are never imported.
+    """
+    if os.path.isfile(root):
+        return [(os.path.basename(root), root)]
+    top = os.path.basename(root.rstrip(os.sep))
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and d not in ("__pycache__", "build", "dist")
+                             and not d.endswith(".egg-info"))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+                continue
+            full = os.path.join(dirpath, name)
+            files.append((os.path.join(top, os.path.relpath(full, root)), full))
+    return files
 
 
 def _docker_build(docker: Any, ctx: str, ref: str, base_image: str) -> None:

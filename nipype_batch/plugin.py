@@ -14,7 +14,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -26,11 +25,11 @@ from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins.base import DistributedPluginBase
 from nipype.utils.filemanip import loadpkl, savepkl
 
+from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .cloud import Cloud, connect
-from .image import build_job_image
 from .protocol import PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
-from .resources import JobResources, resources_for
+from .resources import JobResources, resources_for, runs_on_driver
 from .settings import BatchSettings
 from .staging import StagedPath, find_paths
 from .status import JobState, JobStatus
@@ -78,7 +77,8 @@ class BatchPlugin(DistributedPluginBase):
         self._statuses: dict[str, JobStatus] = {}
         self._unanswered: set[int] = set()
         self._materialised: set[str] = set()
-        self._default_image: str | None = None
+        self._image_by_base: dict[str, str] = {}
+        self.published_images: list[PublishedImage] = []
         self._next_taskid = 0
         self._last_progress: tuple = ()
         self.submitted_job_ids: list[str] = []
@@ -111,32 +111,47 @@ class BatchPlugin(DistributedPluginBase):
 
     def _prerun_check(self, graph: Any) -> None:
         """Everything that can fail, fails here: before any job is submitted."""
-        needs_default_image = False
-        queues = set()
+        job_nodes = []
         for node in graph.nodes():
             if node.base_dir:
                 node.base_dir = os.path.abspath(node.base_dir)
-            resources = resources_for(node, self.settings)  # validates node plugin_args
-            if resources.run_on_driver or _belongs_on_driver(node):
+            if runs_on_driver(node, self.settings):  # also validates node plugin_args
                 node.run_without_submitting = True
-                continue
-            needs_default_image |= resources.image is None
-            queues.add(resources.job_queue or self.cloud.job_queue)
-        if not queues:
+            else:
+                job_nodes.append(node)
+        if not job_nodes:
             return
+        queues = {resources_for(n, self.settings).job_queue or self.cloud.job_queue
+                  for n in job_nodes}
         for queue in sorted(queues):
             self.cloud.ensure_queue(queue)
-        if needs_default_image:
-            self._default_image = self._publish_default_image()
+        self.publish_images(job_nodes)
 
-    def _publish_default_image(self) -> str:
-        docker = self.cloud.docker()
-        started = time.monotonic()
-        built = build_job_image(docker, self.cloud.base_image, list(self.settings.packages))
-        ref = self.cloud.registry.publish(docker, built.ref, built.tag)
-        log.info("Job image %s (%s in %.1f s)", ref, "built" if built.built else "cached",
-                 time.monotonic() - started)
-        return ref
+    def publish_images(self, nodes: list[Any]) -> list[PublishedImage]:
+        """Build (where missing) and publish the job images ``nodes`` need.
+
+        One image per base image, holding what all its nodes import; ready images (``image``)
+        are checked, not built.
+        """
+        specs, ready = plan_images(nodes, self.settings, self.cloud.base_image)
+        builder = ImageBuilder(self.cloud.docker(), self.cloud.registry)
+        for spec in dict.fromkeys(specs.values()):
+            image = builder.ensure(spec)
+            self._image_by_base[spec.base_image] = image.ref
+            self.published_images.append(image)
+            log.info("Job image %s on %s: %s in %.1f s", image.ref, spec.base_image,
+                     "built and pushed" if image.built else
+                     "pushed" if image.pushed else "already published", image.seconds)
+        for ref in sorted(set(ready.values())):
+            check_ready_image(self.cloud.docker(), ref)
+        return self.published_images
+
+    def _image_for(self, resources: JobResources) -> str:
+        # A MapNode's subnodes inherit its plugin_args, so they resolve to its image.
+        if resources.image:
+            return resources.image
+        base = resources.base_image or self.cloud.base_image
+        return self._image_by_base[base]
 
     def _send_procs_to_workers(self, updatehash: bool = False, graph: Any = None) -> None:
         # Upstream outputs must exist on the driver before Nipype checks a node's cache or
@@ -175,8 +190,7 @@ class BatchPlugin(DistributedPluginBase):
     def _submit_node(self, node: Any, updatehash: bool, taskid: int) -> SubmittedJob:
         cloud = self.cloud
         resources = resources_for(node, self.settings)
-        image = resources.image or self._default_image
-        assert image, "the default image is published in _prerun_check"
+        image = self._image_for(resources)
         definition = cloud.batch.ensure_job_definition(image, self.settings.job_role_arn)
         node_dir = node.output_dir()
         staged = self._stage_inputs(node, node_dir)
@@ -352,31 +366,3 @@ def _show_progress() -> None:
 def _is_within(path: str, directory: str) -> bool:
     """Whether ``path`` is ``directory`` or lies below it."""
     return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _belongs_on_driver(node: Any) -> bool:
-    """Nodes that only move values or read or write the user's disk run on the driver.
-
-    IdentityInterface does no work, so a job would only add latency. File finders (SelectFiles,
-    DataGrabber, DataFinder) only glob the driver's disk: as jobs they would have to stage the
-    whole dataset, while on the driver they hand each downstream job just the files it names.
-    A DataSink must write where the user will look for its outputs. Those reading or writing
-    ``s3://`` locations stay jobs.
-    """
-    from nipype.interfaces import io
-    from nipype.interfaces.utility import IdentityInterface
-
-    interface = node.interface
-    if isinstance(interface, IdentityInterface):
-        return True
-    location_input = {
-        io.DataSink: "base_directory",
-        io.SelectFiles: "base_directory",
-        io.DataGrabber: "base_directory",
-        io.DataFinder: "root_paths",
-    }
-    for kind, name in location_input.items():
-        if isinstance(interface, kind):
-            where = getattr(interface.inputs, name, None)
-            return not (isinstance(where, str) and where.startswith("s3://"))
-    return False

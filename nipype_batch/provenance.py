@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from typing import Any
 
 from .protocol import PROVENANCE_FILE
@@ -43,8 +42,6 @@ def job_record(
     log_stream: str | None,
 ) -> dict[str, Any]:
     """The ``job`` section: what was asked and what Batch reported."""
-    asked = asdict(resources)
-    asked.pop("run_on_driver", None)
     return {
         "job_id": job_id,
         "job_name": job_name,

@@ -23,6 +23,9 @@ MANIFEST_TYPES = ", ".join([
 class Registry(Protocol):
     """A place jobs pull images from."""
 
+    def find(self, tag: str) -> str | None:
+        """By-digest reference of ``tag`` if the registry has it, else None."""
+
     def publish(self, docker: Any, local_ref: str, tag: str) -> str:
         """Push ``local_ref`` as ``tag`` unless present; return a by-digest reference."""
 
@@ -64,6 +67,11 @@ class PlainRegistry:
             raise ImageBuildError(
                 f"registry {self.address} is not reachable ({exc}); is the local stack up?"
             ) from exc
+
+    def find(self, tag: str) -> str | None:
+        """``address/repo@sha256:...`` of ``tag``, or None if the registry lacks it."""
+        digest = self.digest_of(tag)
+        return f"{self.address}/{self.repository}@{digest}" if digest else None
 
     def publish(self, docker: Any, local_ref: str, tag: str) -> str:
         """Push unless the registry has ``tag``; return ``address/repo@sha256:...``."""
@@ -121,6 +129,13 @@ class EcrRegistry:
             raise ImageBuildError(f"cannot read ECR images of {self.repository}: {exc}") from exc
         details = found.get("imageDetails") or []
         return details[0]["imageDigest"] if details else None
+
+    def find(self, tag: str) -> str | None:
+        """``uri@sha256:...`` of ``tag``, or None if the repository (or tag) is missing."""
+        digest = self.digest_of(tag)
+        if digest is None:
+            return None
+        return f"{self.ensure_repository()}@{digest}"
 
     def publish(self, docker: Any, local_ref: str, tag: str) -> str:
         """Push unless ECR has ``tag``; return ``uri@sha256:...``."""

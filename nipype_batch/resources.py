@@ -14,8 +14,8 @@ from typing import Any
 from .errors import ConfigurationError
 from .settings import BatchSettings, check_resources
 
-NODE_KEYS = {"vcpus", "memory_mb", "gpus", "timeout_s", "job_queue", "image", "run_on_driver",
-             "overwrite"}
+NODE_KEYS = {"vcpus", "memory_mb", "gpus", "timeout_s", "job_queue", "image", "base_image",
+             "run_on_driver", "overwrite"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class JobResources:
     timeout_s: int | None
     job_queue: str | None
     image: str | None
+    base_image: str | None
     run_on_driver: bool
 
 
@@ -78,5 +79,39 @@ def resources_for(node: Any, settings: BatchSettings) -> JobResources:
         timeout_s=args.get("timeout_s", settings.timeout_s),
         job_queue=args.get("job_queue", settings.job_queue),
         image=args.get("image", settings.image),
+        base_image=args.get("base_image", settings.base_image),
         run_on_driver=bool(args.get("run_on_driver", False)),
     )
+
+
+def runs_on_driver(node: Any, settings: BatchSettings) -> bool:
+    """Whether a node runs on the driver rather than as a job (see ``_belongs_on_driver``)."""
+    return resources_for(node, settings).run_on_driver or _belongs_on_driver(node)
+
+
+def _belongs_on_driver(node: Any) -> bool:
+    """Nodes that only move values or read or write the user's disk run on the driver.
+
+    IdentityInterface does no work, so a job would only add latency. File finders (SelectFiles,
+    DataGrabber, DataFinder) only glob the driver's disk: as jobs they would have to stage the
+    whole dataset, while on the driver they hand each downstream job just the files it names.
+    A DataSink must write where the user will look for its outputs. Those reading or writing
+    ``s3://`` locations stay jobs.
+    """
+    from nipype.interfaces import io
+    from nipype.interfaces.utility import IdentityInterface
+
+    interface = node.interface
+    if isinstance(interface, IdentityInterface):
+        return True
+    location_input = {
+        io.DataSink: "base_directory",
+        io.SelectFiles: "base_directory",
+        io.DataGrabber: "base_directory",
+        io.DataFinder: "root_paths",
+    }
+    for kind, name in location_input.items():
+        if isinstance(interface, kind):
+            where = getattr(interface.inputs, name, None)
+            return not (isinstance(where, str) and where.startswith("s3://"))
+    return False

@@ -69,7 +69,10 @@ class BatchSettings:
     )
     image: str | None = field(
         default=None,
-        metadata=_meta("A ready image for every job (skips building); needs nipype inside."),
+        metadata=_meta(
+            "A ready image for every job, used as is (checked: same Python, nipype and "
+            "cloudpickle as the driver, and nipype-batch inside)."
+        ),
     )
     base_image: str | None = field(
         default=None,
@@ -77,7 +80,14 @@ class BatchSettings:
     )
     packages: list[str] = field(
         default_factory=list,
-        metadata=_meta("Extra pip requirements the nodes need, pinned to the driver's versions."),
+        metadata=_meta(
+            "Extra pip requirements of the jobs, pinned to the driver's versions (the imports of "
+            "Function nodes and the modules of interfaces are found without this)."
+        ),
+    )
+    requirements: str | None = field(
+        default=None,
+        metadata=_meta("Path of a pip requirements file whose packages every job image gets."),
     )
     environment: dict[str, str] = field(
         default_factory=dict,

@@ -9,10 +9,8 @@ from __future__ import annotations
 import pytest
 
 from examples.demo.workflow import build_workflow, make_inputs
-from nipype_batch import BatchPlugin
-from nipype_batch.image import build_job_image
+from nipype_batch import BatchPlugin, build_images
 from nipype_batch.local.stack import THROWAWAY_KEY
-from nipype_batch.registries import PlainRegistry
 from tests.helpers import assert_same_tree
 
 
@@ -23,16 +21,14 @@ def aws_args(local_stack, monkeypatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     local_stack.ensure_bucket("aws-path-bucket")
     local_stack.ensure_queue("aws-path-queue")
-    built = build_job_image(local_stack.docker, "nipype-batch-base:bookworm", [])
-    image = PlainRegistry(local_stack.registry_address).publish(
-        local_stack.docker, built.ref, built.tag
-    )
+    (published,) = build_images(build_workflow("/tmp/unused", "/tmp/unused", "/tmp/unused"),
+                                {"backend": "local"})
     return {
         "job_queue": "aws-path-queue",
         "bucket": "s3://aws-path-bucket/studies/demo",
         "region": "us-east-1",
         "endpoint_url": local_stack.endpoint_url,
-        "image": image,
+        "image": published.ref,  # a ready image, used as is (and checked)
         # on AWS the job role gives credentials; the emulator takes any key
         "environment": {"AWS_ACCESS_KEY_ID": THROWAWAY_KEY,
                         "AWS_SECRET_ACCESS_KEY": THROWAWAY_KEY,

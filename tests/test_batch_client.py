@@ -85,7 +85,7 @@ def stubbed(aws_env: None) -> Iterator[tuple[BatchClient, Stubber, Stubber]]:
 
 def resources(**changes: Any) -> JobResources:
     values = {"vcpus": 2, "memory_mb": 4096, "gpus": 0, "timeout_s": None,
-              "job_queue": "q", "image": None, "run_on_driver": False}
+              "job_queue": "q", "image": None, "base_image": None, "run_on_driver": False}
     return JobResources(**{**values, **changes})
 
 

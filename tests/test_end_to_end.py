@@ -191,29 +191,45 @@ def test_selectfiles_runs_on_driver_and_feeds_jobs(tmp_path, local_args):
     assert record["runner"]["files_staged_in"] == 1
 
 
-def _uses_pluggy(x):
+def _imports_pluggy(x):
     import pluggy
 
     return f"{x} {pluggy.__version__}"
 
 
-def test_packages_reach_the_image_pinned_to_the_driver(tmp_path, local_args):
+def _imports_pluggy_dynamically(x):
+    import importlib
+
+    return f"{x} {importlib.import_module('pluggy').__version__}"
+
+
+def _one_node_workflow(base: Path, name: str, function) -> Workflow:
+    wf = Workflow(name=name, base_dir=str(base))
+    node = Node(Function(input_names=["x"], output_names=["out"], function=function), name="use")
+    node.inputs.x = "pluggy"
+    wf.add_nodes([node])
+    return wf
+
+
+def test_function_imports_are_found_and_pinned_to_the_driver(tmp_path, local_args):
+    import pluggy  # not in the default image: found in the node's source
+
+    result = _one_node_workflow(tmp_path, "static", _imports_pluggy).run(
+        plugin="AWSBatch", plugin_args=local_args)
+    (node,) = result.nodes()
+    assert node.result.outputs.out == f"pluggy {pluggy.__version__}"
+
+
+def test_dynamic_import_needs_packages_and_the_error_says_so(tmp_path, local_args):
     import pluggy
 
-    def workflow(name):
-        wf = Workflow(name=name, base_dir=str(tmp_path))
-        node = Node(Function(input_names=["x"], output_names=["out"], function=_uses_pluggy),
-                    name="use")
-        node.inputs.x = "pluggy"
-        wf.add_nodes([node])
-        return wf
-
     with pytest.raises(RuntimeError, match="No module named 'pluggy'"):
-        workflow("without").run(plugin="AWSBatch", plugin_args=local_args)
+        _one_node_workflow(tmp_path, "without", _imports_pluggy_dynamically).run(
+            plugin="AWSBatch", plugin_args=local_args)
     crash = glob.glob(str(tmp_path / "crash-*-use-*.pklz"))
     assert "Add its package to plugin_args" in "".join(loadcrash(crash[0])["traceback"])
 
-    result = workflow("with").run(plugin="AWSBatch",
-                                  plugin_args={**local_args, "packages": ["pluggy"]})
+    result = _one_node_workflow(tmp_path, "with", _imports_pluggy_dynamically).run(
+        plugin="AWSBatch", plugin_args={**local_args, "packages": ["pluggy"]})
     (node,) = result.nodes()
     assert node.result.outputs.out == f"pluggy {pluggy.__version__}"

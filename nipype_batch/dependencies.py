@@ -1,0 +1,196 @@
+"""What a node needs inside its job's image, found from the node itself.
+
+A Function node travels as source text, so the modules it needs are the ones its source imports.
+Any other interface travels pickled by reference to its class, so its job needs the module the
+class lives in. Each module is traced to what provides it on the driver: the standard library,
+an installed distribution (pinned to the driver's version, so pickles load alike), or local code
+that is on no index (the user's own module or project), which is copied into the image.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import sys
+import sysconfig
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError
+
+# Provided by the image itself (the runner) or by the Python in it.
+_ALWAYS_THERE = {"nipype_batch", "__future__", "builtins"}
+
+
+@dataclass
+class Dependencies:
+    """Requirements (pinned) and local code paths for the nodes sharing one image."""
+
+    requirements: set[str] = field(default_factory=set)
+    local_code: set[str] = field(default_factory=set)  # module files or package directories
+
+    def update(self, other: Dependencies) -> None:
+        """Add another node's needs to these."""
+        self.requirements |= other.requirements
+        self.local_code |= other.local_code
+
+
+def imported_modules(source: str) -> tuple[set[str], set[str]]:
+    """Top-level names of the absolute imports in Python source: ``(required, optional)``.
+
+    Imports inside ``try:`` blocks that catch ImportError are optional: the code copes
+    without them, so they are added when the driver has them and skipped otherwise.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set(), set()
+    optional_ids = set()
+    for item in ast.walk(tree):
+        if isinstance(item, ast.Try) and any(_catches_import_error(h) for h in item.handlers):
+            for stmt in item.body:
+                optional_ids.update(id(sub) for sub in ast.walk(stmt))
+    required, optional = set(), set()
+    for item in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(item, ast.Import):
+            names = [alias.name.split(".")[0] for alias in item.names]
+        elif isinstance(item, ast.ImportFrom) and item.level == 0 and item.module:
+            names = [item.module.split(".")[0]]
+        (optional if id(item) in optional_ids else required).update(names)
+    return required, optional - required
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    caught = handler.type
+    if caught is None:
+        return True
+    names = [caught] if not isinstance(caught, ast.Tuple) else list(caught.elts)
+    return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError",
+                                                     "Exception", "BaseException")
+               for n in names)
+
+
+def node_modules(node: Any) -> tuple[set[str], set[str]]:
+    """Top-level modules a node's job imports: ``(required, optional)``."""
+    interface = node.interface
+    cls = type(interface)
+    if cls.__module__ == "__main__":
+        raise ConfigurationError(
+            f"node {node.fullname!r}: interface {cls.__name__} is defined in the script being "
+            "run (__main__), which a job cannot import. Move the class into a module of its "
+            "own (e.g. my_interfaces.py next to the script) and import it from there."
+        )
+    required = {cls.__module__.split(".")[0]}
+    optional: set[str] = set()
+    source = getattr(getattr(interface, "inputs", None), "function_str", None)
+    if isinstance(source, str):
+        in_source, optional = imported_modules(source)
+        required |= in_source
+    return required, optional - required
+
+
+def _is_stdlib(name: str) -> bool:
+    return name in sys.stdlib_module_names or name in sys.builtin_module_names
+
+
+def _site_dirs() -> list[str]:
+    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    return [os.path.realpath(p) for p in paths]
+
+
+def _editable_or_local(dist: importlib.metadata.Distribution) -> bool:
+    """A distribution installed from a local directory (editable or not): on no index."""
+    try:
+        direct = dist.read_text("direct_url.json")
+    except Exception:
+        return False
+    if not direct:
+        return False
+    info = json.loads(direct)
+    return str(info.get("url", "")).startswith("file://") and "archive_info" not in info
+
+
+def _module_location(name: str) -> str | None:
+    """File of a module, or directory of a package, as found on the driver's sys.path."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        locations = list(spec.submodule_search_locations)
+        return os.path.realpath(locations[0]) if locations else None
+    if spec.origin and spec.origin not in ("built-in", "frozen"):
+        return os.path.realpath(spec.origin)
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _providers() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def resolve_modules(modules: Iterable[str], where: str,
+                    optional: Iterable[str] = ()) -> Dependencies:
+    """Trace modules to pinned distributions or local code.
+
+    A required module the driver cannot import is an error; an optional one is skipped.
+    """
+    providers = _providers()
+    needs = Dependencies()
+    optional = set(optional)
+    for name in sorted(set(modules) | optional):
+        if name in _ALWAYS_THERE or _is_stdlib(name):
+            continue
+        dists = providers.get(name, [])
+        if dists:
+            dist = importlib.metadata.distribution(dists[0])
+            if not _editable_or_local(dist):
+                needs.requirements.add(f"{dist.metadata['Name']}=={dist.version}")
+                continue
+        location = _module_location(name)
+        if location is None and name in optional:
+            continue
+        if location is None:
+            raise ConfigurationError(
+                f"{where} imports {name!r}, which this Python cannot import. Install it on "
+                f"the driver (`pip install {name}`): the job image gets the driver's version."
+            )
+        if any(location.startswith(site + os.sep) for site in _site_dirs()) and not dists:
+            raise ConfigurationError(
+                f"{where} imports {name!r}, installed in site-packages without package "
+                "metadata, so its version cannot be pinned. Reinstall it with pip."
+            )
+        needs.local_code.add(location)
+    return needs
+
+
+def node_dependencies(node: Any) -> Dependencies:
+    """Everything one node's job must import, traced to what provides it."""
+    required, optional = node_modules(node)
+    return resolve_modules(required, where=f"node {node.fullname!r}", optional=optional)
+
+
+def read_requirements(path: str) -> list[str]:
+    """Requirements from a pip requirements file (comments, blanks and options skipped)."""
+    try:
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"requirements file {path!r} cannot be read ({exc.strerror}): give the path of a "
+            "pip requirements file, e.g. plugin_args={'requirements': 'requirements.txt'}."
+        ) from exc
+    found = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            found.append(line)
+    return found
