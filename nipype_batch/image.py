@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ImageBuildError
+from .errors import ConfigurationError, ImageBuildError
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,27 @@ def cache_dir() -> Path:
 
 
 def pin_to_driver(requirement: str) -> str:
-    """``'dipy'`` -> ``'dipy==1.10.0'`` when the driver has it; anything else is kept as given."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement):
+    """``'dipy'`` -> ``'dipy==1.10.0'`` when the driver has it; anything else is kept as given.
+
+    An exact pin that differs from the driver's installed version is refused: objects pickled
+    on the driver must load in the job with the same code.
+    """
+    exact = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;,]+))?\s*",
+                         requirement)
+    if not exact:
         return requirement
+    name, asked = exact.groups()
     try:
-        return f"{requirement}=={importlib.metadata.version(requirement)}"
+        installed = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return requirement
+    if asked and asked != installed:
+        raise ConfigurationError(
+            f"packages asks for {name}=={asked} but this driver has {name} {installed}: jobs "
+            f"must run the driver's version. Install {name}=={asked} on the driver, or write "
+            f"just {name!r}."
+        )
+    return f"{name}=={installed}"
 
 
 def driver_constraints() -> list[str]:

@@ -1,0 +1,115 @@
+"""``nipype-batch``: the command line.
+
+    nipype-batch build my_study.py:workflow            # build and push the job images ahead of a run
+    nipype-batch build my_study.py:make_wf --plugin-args '{"packages": ["dipy"]}' --json
+
+Exit codes: 0 done; 1 a nipype-batch error (its message says what to fix); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import NipypeBatchError
+
+EXAMPLES = """examples:
+  nipype-batch build my_study.py:workflow
+  nipype-batch build my_study.py:make_workflow --plugin-args '{"backend": "local"}'
+  nipype-batch build mylab.pipelines:dwi_workflow --json
+"""
+
+
+def load_workflow(target: str) -> Any:
+    """A Workflow from ``file.py:NAME`` or ``module:NAME``; NAME may be a function returning it.
+
+    The script is imported, not run: code under ``if __name__ == '__main__':`` does not execute.
+    """
+    where, _, name = target.rpartition(":")
+    if not where or not name:
+        raise NipypeBatchError(
+            f"{target!r} names no workflow: write FILE.py:NAME or MODULE:NAME, e.g. "
+            "my_study.py:workflow"
+        )
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.exists():
+            raise NipypeBatchError(f"no such file: {path}")
+        sys.path.insert(0, str(path.parent))  # the script's own helper modules
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    try:
+        found = getattr(module, name)
+    except AttributeError as exc:
+        raise NipypeBatchError(f"{where} has no attribute {name!r}") from exc
+    workflow = found() if callable(found) and not hasattr(found, "run") else found
+    if not hasattr(workflow, "_create_flat_graph"):
+        raise NipypeBatchError(
+            f"{target} is a {type(workflow).__name__}, not a Nipype Workflow (or a function "
+            "returning one)"
+        )
+    return workflow
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .api import build_images
+
+    plugin_args = json.loads(args.plugin_args) if args.plugin_args else {}
+    images = build_images(load_workflow(args.workflow), plugin_args)
+    if args.json:
+        print(json.dumps([vars(image) for image in images], indent=1))
+        return 0
+    for image in images:
+        action = ("built and pushed" if image.built else "pushed" if image.pushed
+                  else "already published")
+        print(f"{image.ref}  {action} in {image.seconds:.1f} s")
+    if not images:
+        print("no node of this workflow runs as a job: nothing to build")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    top = argparse.ArgumentParser(
+        prog="nipype-batch", description="Run Nipype workflows as AWS Batch jobs.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = top.add_subparsers(dest="command", required=True)
+    build = sub.add_parser(
+        "build", help="build and push the job images of a workflow ahead of a run",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build.add_argument("workflow", help="FILE.py:NAME or MODULE:NAME of a Workflow (or a "
+                                        "function returning one)")
+    build.add_argument("--plugin-args", help="the run's plugin_args as JSON")
+    build.add_argument("--json", action="store_true", help="print the images as JSON")
+    build.set_defaults(func=_build)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nipype-batch`` command."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    try:
+        return args.func(args)
+    except (NipypeBatchError, json.JSONDecodeError) as exc:
+        print(f"nipype-batch: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
