@@ -1,6 +1,6 @@
 """``nipype-batch``: the command line.
 
-    nipype-batch build my_study.py:workflow            # build and push the job images ahead of a run
+    nipype-batch build my_study.py:workflow     # build and push the job images ahead of a run
     nipype-batch build my_study.py:make_wf --plugin-args '{"packages": ["dipy"]}' --json
 
 Exit codes: 0 done; 1 a nipype-batch error (its message says what to fix); 2 bad usage.
