@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -50,8 +50,10 @@ def is_up(address: str) -> bool:
 def ensure_registry() -> str:
     """Start the registry unless one already answers; return its address.
 
-    One this process starts is stopped at exit; its storage persists in the cache directory, so
-    images pushed by one run are still there for the next.
+    Like ECR, which it stands in for, the registry outlives the runs that use it: it is started
+    detached and left running, so that processes using it at the same time never pull it from
+    under one another, and its storage in the cache directory keeps images for the next run.
+    Stop it with :func:`stop_registry`.
     """
     address = registry_address()
     if is_up(address):
@@ -73,7 +75,7 @@ def ensure_registry() -> str:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if is_up(address):
-            atexit.register(_stop, proc)
+            (cache_dir() / "registry.pid").write_text(str(proc.pid))
             log.info("Started local registry at %s", address)
             return address
         if proc.poll() is not None:
@@ -86,9 +88,16 @@ def ensure_registry() -> str:
     )
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def stop_registry() -> bool:
+    """Stop the registry this cache directory's runs started; False if none was running."""
+    pidfile = cache_dir() / "registry.pid"
     try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return False
+    pidfile.unlink(missing_ok=True)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
