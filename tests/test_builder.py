@@ -221,3 +221,43 @@ def test_cli_build_twice_builds_once(tmp_path, local_stack):
                              capture_output=True, text=True, cwd=tmp_path)
     assert missing.returncode == 1
     assert "has no attribute 'nope'" in missing.stderr
+
+
+def _variant(docker, name: str, run: str) -> str:
+    """A base image derived from the default one (built offline)."""
+    dockerfile = f"FROM {DEFAULT_BASE_IMAGE}\nRUN {run}\n"
+    docker.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=name, network_mode="none",
+                        rm=True)
+    return name
+
+
+def test_failed_build_shows_the_failing_step_and_its_log(tmp_path, local_stack, builder):
+    broken = _variant(local_stack.docker, "nipype-batch-test/novenv:latest",
+                      "rm -rf /usr/lib/python3.11/venv")
+    with pytest.raises(ImageBuildError, match=r"(?s)docker build of .* failed.*build log tail.*"
+                                              r"python3 -m venv"):
+        builder.ensure(ImageSpec(broken))
+
+
+def _read_marker(x):
+    with open("/etc/lab-marker") as fh:
+        return fh.read().strip()
+
+
+def test_a_node_can_name_its_own_base_image(tmp_path, local_stack, local_args):
+    _variant(local_stack.docker, "nipype-batch-test/with-tool:latest",
+             "echo fsl-like-tool-here > /etc/lab-marker")
+    wf = Workflow(name="bases", base_dir=str(tmp_path))
+    special = Node(Function(input_names=["x"], output_names=["out"], function=_read_marker),
+                   name="special")
+    special.plugin_args = {"base_image": "nipype-batch-test/with-tool:latest"}
+    plain = Node(Function(input_names=["x"], output_names=["out"], function=_read_marker),
+                 name="plain")
+    special.inputs.x = plain.inputs.x = 1
+    wf.add_nodes([special, plain])
+    plugin = BatchPlugin(local_args)
+    with pytest.raises(RuntimeError, match="No such file or directory: '/etc/lab-marker'"):
+        wf.run(plugin=plugin)
+    assert len({image.ref for image in plugin.published_images}) == 2
+    result = (tmp_path / "bases" / "special" / "_nipype_batch.json").read_text()
+    assert '"node_failed": false' in result
