@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from nipype_batch.errors import ConfigurationError
 from nipype_batch.image import driver_constraints, pin_to_driver, source_digest
 
 NIPYPE_VERSION = importlib.metadata.version("nipype")
@@ -19,11 +20,23 @@ def test_bare_installed_name_is_pinned_to_the_driver_version() -> None:
 
 @pytest.mark.parametrize(
     "requirement",
-    ["foo>=1", "nipype>=1.8", "nipype==1.8.6", "dipy[viz]", "git+https://example.org/x.git",
+    ["foo>=1", "nipype>=1.8", "dipy[viz]", "git+https://example.org/x.git",
      "surely-not-an-installed-distribution-xyz", "./local/path"],
 )
 def test_anything_else_is_kept_as_given(requirement: str) -> None:
     assert pin_to_driver(requirement) == requirement
+
+
+def test_exact_pin_of_the_drivers_version_is_kept() -> None:
+    assert pin_to_driver(f"nipype=={NIPYPE_VERSION}") == f"nipype=={NIPYPE_VERSION}"
+    assert pin_to_driver("tomli==2.0.1") == "tomli==2.0.1"  # not on the driver: any version
+
+
+def test_exact_pin_contradicting_the_driver_is_refused() -> None:
+    with pytest.raises(ConfigurationError,
+                       match=rf"asks for nipype==1\.8\.6 but this driver has nipype "
+                             rf"{re.escape(NIPYPE_VERSION)}.*write just 'nipype'"):
+        pin_to_driver("nipype==1.8.6")
 
 
 def test_driver_constraints_pin_every_distribution() -> None:
