@@ -14,6 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .errors import BatchJobError
+from .protocol import EXIT_NODE_FAILED
 from .resources import JobResources
 from .status import JobStatus
 
@@ -42,6 +43,19 @@ def job_definition_spec(image: str, job_role_arn: str | None) -> tuple[str, dict
         props["jobRoleArn"] = job_role_arn
     digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()[:16]
     return f"nipype-batch-{digest}", props
+
+
+# Retry what the infrastructure did to a job, never what the node did (first match wins).
+RETRY_RULES = [
+    {"onExitCode": str(EXIT_NODE_FAILED), "action": "EXIT"},  # the node raised
+    {"onStatusReason": "Host EC2*", "action": "RETRY"},  # instance lost, Spot reclaimed
+    {"onReason": "*", "action": "RETRY"},  # killed from outside, runner or staging failure
+]
+
+
+def retry_strategy(attempts: int) -> dict[str, Any]:
+    """SubmitJob's ``retryStrategy`` for ``attempts`` tries."""
+    return {"attempts": attempts, "evaluateOnExit": RETRY_RULES}
 
 
 def container_overrides(resources: JobResources, environment: dict[str, str]) -> dict[str, Any]:
@@ -112,6 +126,7 @@ class BatchClient:
             "containerOverrides": container_overrides(resources, environment),
             "tags": tags,
             "propagateTags": True,
+            "retryStrategy": retry_strategy(resources.attempts),
         }
         if resources.timeout_s:
             kwargs["timeout"] = {"attemptDurationSeconds": resources.timeout_s}

@@ -52,6 +52,7 @@ def job_record(
         "memory_mb": resources.memory_mb,
         "gpus": resources.gpus,
         "timeout_s": resources.timeout_s,
+        "attempts_allowed": resources.attempts,
         "status": status.state.value,
         "status_reason": status.reason,
         "exit_code": status.exit_code,

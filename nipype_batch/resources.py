@@ -14,8 +14,8 @@ from typing import Any
 from .errors import ConfigurationError
 from .settings import BatchSettings, check_resources
 
-NODE_KEYS = {"vcpus", "memory_mb", "gpus", "timeout_s", "job_queue", "image", "base_image",
-             "run_on_driver", "overwrite"}
+NODE_KEYS = {"vcpus", "memory_mb", "gpus", "timeout_s", "attempts", "job_queue", "image",
+             "base_image", "run_on_driver", "overwrite"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class JobResources:
     image: str | None
     base_image: str | None
     run_on_driver: bool
+    attempts: int = 1
 
 
 def node_plugin_args(node: Any) -> dict[str, Any]:
@@ -81,6 +82,7 @@ def resources_for(node: Any, settings: BatchSettings) -> JobResources:
         image=args.get("image", settings.image),
         base_image=args.get("base_image", settings.base_image),
         run_on_driver=bool(args.get("run_on_driver", False)),
+        attempts=args.get("attempts", settings.attempts),
     )
 
 

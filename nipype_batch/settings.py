@@ -101,6 +101,13 @@ class BatchSettings:
         default=2048, metadata=_meta("Least memory of a job in MiB (node.mem_gb raises it).")
     )
     gpus: int = field(default=0, metadata=_meta("GPUs of a job."))
+    attempts: int = field(
+        default=3,
+        metadata=_meta(
+            "Attempts per job (1-10). A lost host, a Spot reclaim or a container killed from "
+            "outside is retried; a node's own exception never is."
+        ),
+    )
     timeout_s: int | None = field(
         default=None, metadata=_meta("Per-attempt time limit in seconds (>= 60).")
     )
@@ -179,7 +186,7 @@ class BatchSettings:
             )
         check_resources(
             {"vcpus": self.vcpus, "memory_mb": self.memory_mb, "gpus": self.gpus,
-             "timeout_s": self.timeout_s},
+             "timeout_s": self.timeout_s, "attempts": self.attempts},
             where="plugin_args",
         )
         if not isinstance(self.packages, list | tuple) or not all(
@@ -222,6 +229,14 @@ def check_resources(values: dict[str, Any], where: str) -> None:
             raise ConfigurationError(
                 f"{where} {key}={value!r} must be a whole number >= {least}."
             )
+    attempts = values.get("attempts")
+    if attempts is not None and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10
+    ):
+        raise ConfigurationError(
+            f"{where} attempts={attempts!r} must be a whole number from 1 to 10 (AWS Batch's "
+            "retry limits); 1 means no retry."
+        )
     timeout = values.get("timeout_s")
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 60

@@ -20,12 +20,15 @@ from nipype_batch.api_calls import ApiCallCounter
 from nipype_batch.batch_client import (
     DESCRIBE_CHUNK,
     LOG_GROUP,
+    RETRY_RULES,
     RUNNER_COMMAND,
     BatchClient,
     container_overrides,
     job_definition_spec,
+    retry_strategy,
 )
 from nipype_batch.errors import BatchJobError
+from nipype_batch.protocol import EXIT_NODE_FAILED
 from nipype_batch.resources import JobResources
 from nipype_batch.status import JobState, JobStatus
 
@@ -216,12 +219,13 @@ def test_submit_sends_overrides_environment_and_timeout(stubbed) -> None:
             },
             "tags": {"nipype-node": "wf.bet"},
             "propagateTags": True,
+            "retryStrategy": {"attempts": 2, "evaluateOnExit": RETRY_RULES},
             "timeout": {"attemptDurationSeconds": 900},
         },
     )
     job_id = client.submit(
         "nipype-wf_bet", "gpu-queue", "arn:aws:batch:us-east-1:123456789012:job-definition/jd:1",
-        resources(vcpus=4, memory_mb=8192, gpus=1, timeout_s=900),
+        resources(vcpus=4, memory_mb=8192, gpus=1, timeout_s=900, attempts=2),
         {"NIPYPE_BATCH_PAYLOAD": "s3://b/p.json"}, {"nipype-node": "wf.bet"},
     )
     assert job_id == "job-1"
@@ -240,6 +244,7 @@ def test_submit_without_timeout_sends_no_timeout(stubbed) -> None:
                 "environment": [],
             },
             "tags": {}, "propagateTags": True,
+            "retryStrategy": {"attempts": 1, "evaluateOnExit": RETRY_RULES},
         },
     )
     assert client.submit("n", "q", "jd", resources(), {}, {}) == "job-2"
@@ -387,3 +392,11 @@ def test_job_state_done(state: str, done: bool) -> None:
 def test_unknown_state_is_rejected() -> None:
     with pytest.raises(ValueError, match="'DELETED' is not a valid JobState"):
         JobStatus.from_description({"jobId": "j", "status": "DELETED"})
+
+
+def test_retry_rules_never_retry_the_nodes_own_exception() -> None:
+    # first match wins: the node's exit code comes before the catch-all retry
+    assert RETRY_RULES[0] == {"onExitCode": str(EXIT_NODE_FAILED), "action": "EXIT"}
+    assert RETRY_RULES[-1]["action"] == "RETRY"
+    assert len(RETRY_RULES) <= 5  # Batch's limit
+    assert retry_strategy(4) == {"attempts": 4, "evaluateOnExit": RETRY_RULES}

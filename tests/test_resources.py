@@ -36,7 +36,7 @@ def test_plain_node_gets_the_plugin_floors(settings: BatchSettings) -> None:
     # Nipype's default mem_gb (0.2) and n_procs (1) are below the floors.
     assert resources_for(identity_node(), settings) == JobResources(
         vcpus=2, memory_mb=4096, gpus=0, timeout_s=600, job_queue="default-queue",
-        image="repo/job:1", base_image=None, run_on_driver=False,
+        image="repo/job:1", base_image=None, run_on_driver=False, attempts=3,
     )
 
 
@@ -64,10 +64,11 @@ def test_node_plugin_args_override_everything(settings: BatchSettings) -> None:
     node.plugin_args = {
         "vcpus": 3, "memory_mb": 1000, "gpus": 1, "timeout_s": 120, "job_queue": "gpu-queue",
         "image": "repo/gpu:2", "base_image": "repo/cuda-python:3.11", "run_on_driver": True,
+        "attempts": 5,
     }
     assert resources_for(node, settings) == JobResources(
         vcpus=3, memory_mb=1000, gpus=1, timeout_s=120, job_queue="gpu-queue",
-        image="repo/gpu:2", base_image="repo/cuda-python:3.11", run_on_driver=True,
+        image="repo/gpu:2", base_image="repo/cuda-python:3.11", run_on_driver=True, attempts=5,
     )
 
 

@@ -10,6 +10,10 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
 3. Before each job moto probes whether it runs inside Docker (a curl to the daemon, printing a
    warning when that fails) to find its own address; our jobs share the host network and reach
    the emulator on loopback, so the answer is fixed.
+4. moto ignores a job's retry strategy: a failed attempt ends the job. Real Batch evaluates the
+   ``evaluateOnExit`` rules (first match wins; no match means retry) while attempts remain, and
+   between attempts the job is RUNNABLE again, never FAILED. SubmitJob's ``retryStrategy`` (which
+   moto's request handler drops) overrides the job definition's, as on AWS.
 """
 
 from __future__ import annotations
@@ -48,4 +52,72 @@ def apply() -> None:
         return result
 
     Job.describe = describe
+    _add_retries(Job)
     _APPLIED = True
+
+
+def _add_retries(job_class: Any) -> None:
+    import fnmatch
+    import json
+    from datetime import datetime
+
+    from moto.batch.responses import BatchResponse
+
+    original_submit = BatchResponse.submitjob
+    original_mark_stopped = job_class._mark_stopped
+    original_run = job_class.run
+
+    def submitjob(self: Any) -> str:
+        answer = original_submit(self)
+        strategy = self._get_param("retryStrategy")
+        if strategy:
+            job = self.batch_backend.get_job_by_id(json.loads(answer)["jobId"])
+            if job is not None:
+                job.nb_retry_strategy = strategy
+        return answer
+
+    def will_retry(job: Any) -> bool:
+        if job.job_stopped_reason:  # terminated by a user: never retried
+            return False
+        strategy = getattr(job, "nb_retry_strategy", None) or job.job_definition.retry_strategy
+        strategy = strategy or {}
+        if len(job.attempts) >= int(strategy.get("attempts", 1)):
+            return False
+        facts = {"onExitCode": str(job.exit_code), "onStatusReason": "Essential container in "
+                 "task exited", "onReason": ""}
+        for rule in strategy.get("evaluateOnExit", []):
+            patterns = {k: v for k, v in rule.items() if k in facts}
+            if all(fnmatch.fnmatchcase(facts[k], v) for k, v in patterns.items()):
+                return str(rule.get("action", "")).lower() == "retry"
+        return True
+
+    def mark_stopped(self: Any, success: bool = True) -> None:
+        if success or self.job_stopped or not will_retry(self):
+            original_mark_stopped(self, success)
+            return
+        # End this attempt but not the job: RUNNABLE until the next attempt starts.
+        self.job_stopped = True  # makes moto's own later _mark_stopped calls no-ops
+        self.job_stopped_at = datetime.now()
+        if self.latest_attempt is not None:
+            self.latest_attempt["container"]["exitCode"] = self.exit_code
+            self.latest_attempt["statusReason"] = "Essential container in task exited"
+        self._stop_attempt()
+        self.status = "RUNNABLE"
+        self.nb_retry_next = True
+
+    def run(self: Any) -> None:
+        while True:
+            self.nb_retry_next = False
+            original_run(self)
+            if not self.nb_retry_next:
+                return
+            self.job_stopped = False
+            self.job_stopped_at = None
+            self.exit_code = None
+            self.stop = False
+            self.latest_attempt = None
+            self.status = "SUBMITTED"
+
+    BatchResponse.submitjob = submitjob
+    job_class._mark_stopped = mark_stopped
+    job_class.run = run
