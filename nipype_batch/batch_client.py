@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import BatchJobError
 from .protocol import EXIT_NODE_FAILED
@@ -132,7 +132,7 @@ class BatchClient:
             kwargs["timeout"] = {"attemptDurationSeconds": resources.timeout_s}
         try:
             return self.batch.submit_job(**kwargs)["jobId"]
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise BatchJobError(
                 f"AWS Batch refused job {name} on queue {queue!r}: {exc}. Check that the queue "
                 "exists and is ENABLED, and that its compute environment can fit "
@@ -147,8 +147,12 @@ class BatchClient:
             chunk = ids[start:start + DESCRIBE_CHUNK]
             try:
                 jobs = self.batch.describe_jobs(jobs=chunk)["jobs"]
-            except ClientError as exc:
-                raise BatchJobError(f"DescribeJobs failed for {len(chunk)} jobs: {exc}") from exc
+            except (ClientError, BotoCoreError) as exc:
+                raise BatchJobError(
+                    f"lost contact with AWS Batch: DescribeJobs for {len(chunk)} jobs failed "
+                    f"after retries ({exc}). Check your network and credentials; the jobs may "
+                    "still be running."
+                ) from exc
             for job in jobs:
                 status = JobStatus.from_description(job)
                 statuses[status.job_id] = status
@@ -160,7 +164,7 @@ class BatchClient:
         for job_id in job_ids:
             try:
                 self.batch.terminate_job(jobId=job_id, reason=reason)
-            except ClientError as exc:
+            except (ClientError, BotoCoreError) as exc:
                 log.warning("Could not terminate job %s: %s", job_id, exc)
                 failed.append(job_id)
         return failed

@@ -14,6 +14,7 @@ from .batch_client import BatchClient
 from .errors import ConfigurationError
 from .image import DEFAULT_BASE_IMAGE
 from .registries import EcrRegistry, PlainRegistry, Registry
+from .retry_policy import client_config
 from .settings import BatchSettings
 from .staging import Stager
 
@@ -54,7 +55,9 @@ def connect(settings: BatchSettings) -> Cloud:
         from .local import LocalStack
 
         stack = LocalStack.get()
-        client = lambda service: counter.attach(stack.client(service))  # noqa: E731
+        client = lambda service: counter.attach(  # noqa: E731
+            stack.client(service, config=client_config(settings.aws_max_attempts))
+        )
         bucket, prefix = (settings.bucket_and_prefix() if settings.bucket
                           else (stack.bucket, ""))
         stack.ensure_bucket(bucket)
@@ -87,7 +90,8 @@ def connect(settings: BatchSettings) -> Cloud:
             "no AWS region: set plugin_args={'region': 'us-east-1'} (or $AWS_DEFAULT_REGION)."
         )
     client = lambda service: counter.attach(  # noqa: E731
-        session.client(service, endpoint_url=settings.endpoint_url)
+        session.client(service, endpoint_url=settings.endpoint_url,
+                       config=client_config(settings.aws_max_attempts))
     )
     bucket, prefix = settings.bucket_and_prefix()
     env = {"NIPYPE_BATCH_ENDPOINT_URL": settings.endpoint_url} if settings.endpoint_url else {}

@@ -27,6 +27,7 @@ from nipype.utils.filemanip import loadpkl, savepkl
 
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .cloud import Cloud, connect
+from .errors import BatchJobError
 from .protocol import PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
 from .resources import JobResources, resources_for, runs_on_driver
@@ -76,6 +77,7 @@ class BatchPlugin(DistributedPluginBase):
         self._local_failures: dict[int, list[str]] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._unanswered: set[int] = set()
+        self._fatal: Exception | None = None
         self._materialised: set[str] = set()
         self._image_by_base: dict[str, str] = {}
         self.published_images: list[PublishedImage] = []
@@ -154,6 +156,8 @@ class BatchPlugin(DistributedPluginBase):
         return self._image_by_base[base]
 
     def _send_procs_to_workers(self, updatehash: bool = False, graph: Any = None) -> None:
+        if self._fatal is not None:
+            raise self._fatal
         # Upstream outputs must exist on the driver before Nipype checks a node's cache or
         # sets its inputs (File(exists=True) traits); fetch the ones jobs produced.
         ready = np.nonzero(~self.proc_done & (self.depidx.sum(0) == 0))[1]
@@ -262,9 +266,15 @@ class BatchPlugin(DistributedPluginBase):
             return {"result": None, "traceback": self._local_failures[taskid],
                     "hostname": socket.gethostname()}
         job = self._jobs[taskid]
-        try:
-            if taskid not in self._unanswered:  # first question of this pass: one batched poll
+        if taskid not in self._unanswered:  # first question of this pass: one batched poll
+            try:
                 self._refresh_statuses()
+            except BatchJobError as exc:
+                # Not a node's failure: no job's state is known. End the run (raised from
+                # _send_procs_to_workers, which Nipype does not catch) rather than crash nodes.
+                self._fatal = exc
+                return None
+        try:
             self._unanswered.discard(taskid)
             status = self._statuses.get(job.job_id)
             if status is None or status.state not in _DONE_STATES:
@@ -341,7 +351,10 @@ class BatchPlugin(DistributedPluginBase):
             return
         ids = [job.job_id for job in self._jobs.values()]
         log.warning("Run stopped with %d jobs in flight: terminating %s", len(ids), ", ".join(ids))
-        self._cloud.batch.terminate(ids, reason=f"nipype-batch run {self.run_id} stopped")
+        left = self._cloud.batch.terminate(ids, reason=f"nipype-batch run {self.run_id} stopped")
+        if left:
+            log.error("Could not terminate %d jobs, which may still be running (and billing): %s",
+                      len(left), ", ".join(left))
         self._jobs.clear()
 
 

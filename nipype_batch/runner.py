@@ -37,7 +37,10 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 def _s3_client() -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None)
+    from .retry_policy import client_config
+
+    return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None,
+                        config=client_config())
 
 
 def _outputs_dict(outputs: Any) -> dict[str, Any]:

@@ -67,6 +67,13 @@ class BatchSettings:
         default=None,
         metadata=_meta("Custom endpoint for an AWS-compatible service (emulators)."),
     )
+    aws_max_attempts: int = field(
+        default=10,
+        metadata=_meta(
+            "Tries of each AWS call before its error is raised; throttling and network failures "
+            "are retried with backoff in between (about 2 minutes at 10)."
+        ),
+    )
     image: str | None = field(
         default=None,
         metadata=_meta(
@@ -189,6 +196,11 @@ class BatchSettings:
              "timeout_s": self.timeout_s, "attempts": self.attempts},
             where="plugin_args",
         )
+        if (isinstance(self.aws_max_attempts, bool) or not isinstance(self.aws_max_attempts, int)
+                or not 1 <= self.aws_max_attempts <= 50):
+            raise ConfigurationError(
+                f"aws_max_attempts={self.aws_max_attempts!r} must be a whole number from 1 to 50."
+            )
         if not isinstance(self.packages, list | tuple) or not all(
             isinstance(p, str) for p in self.packages
         ):

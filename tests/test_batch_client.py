@@ -281,7 +281,8 @@ def test_describe_nothing_makes_no_call(stubbed) -> None:
 def test_describe_failure_is_a_batch_job_error(stubbed) -> None:
     client, batch_stub, _ = stubbed
     batch_stub.add_client_error("describe_jobs", "ClientException", "boom")
-    with pytest.raises(BatchJobError, match=r"DescribeJobs failed for 2 jobs: .*boom"):
+    with pytest.raises(BatchJobError,
+                       match=r"lost contact with AWS Batch: DescribeJobs for 2 jobs failed .*boom"):
         client.describe(["a", "b"])
 
 

@@ -101,3 +101,99 @@ def test_a_nodes_own_exception_is_not_retried(tmp_path, local_args):
     record = json.loads((tmp_path / "noretry" / "bug" / "_nipype_batch.json").read_text())
     assert record["job"]["attempts"] == 1
     assert record["job"]["exit_code"] == 3
+
+
+class Throttler:
+    """Answers a share of requests with the service's own throttling error, before sending.
+
+    This is the edge of what can run here: AWS throttles by account, the emulator never does.
+    """
+
+    def __init__(self, share: float, seed: int = 7) -> None:
+        import random
+
+        self.share, self.rng, self.injected = share, random.Random(seed), 0
+
+    def attach(self, client) -> None:
+        xml = client.meta.service_model.protocol == "rest-xml"
+        client.meta.events.register("before-send", lambda request, **_: self._answer(xml))
+
+    def _answer(self, xml: bool):
+        from botocore.awsrequest import AWSResponse
+
+        if self.rng.random() >= self.share:
+            return None
+        self.injected += 1
+        if xml:  # S3
+            body = (b"<Error><Code>SlowDown</Code>"
+                    b"<Message>Please reduce your request rate.</Message></Error>")
+            return AWSResponse("https://throttled", 503, {"content-type": "application/xml"},
+                               _Raw(body))
+        body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+        return AWSResponse("https://throttled", 400,
+                           {"x-amzn-ErrorType": "ThrottlingException",
+                            "content-type": "application/x-amz-json-1.1"}, _Raw(body))
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, *args, **kwargs):
+        yield self.body
+
+
+def test_run_completes_with_30_percent_of_calls_throttled(tmp_path, local_args):
+    _two_step(tmp_path / "calm", "throttled", 0).run(plugin="Linear")
+    plugin = BatchPlugin(local_args)
+    throttler = Throttler(0.3)
+    cloud = plugin.cloud
+    for client in (cloud.batch.batch, cloud.batch.logs, cloud.stager.s3):
+        throttler.attach(client)
+    _two_step(tmp_path / "busy", "throttled", 0).run(plugin=plugin)
+    assert throttler.injected >= 5
+    for rel in ("square/square.txt", "plus/plus_one.txt"):
+        calm = (tmp_path / "calm" / "throttled" / rel).read_text()
+        assert (tmp_path / "busy" / "throttled" / rel).read_text() == calm
+
+
+def test_emulator_gone_mid_run_is_a_clear_error(tmp_path, local_stack, monkeypatch):
+    from nipype_batch import BatchJobError, build_images
+    from nipype_batch.local import LocalStack
+    from nipype_batch.local.stack import THROWAWAY_KEY
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", THROWAWAY_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", THROWAWAY_KEY)
+    private = LocalStack()  # an emulator of its own, to kill without harming other tests
+    private.start()
+    (image,) = build_images(_two_step(tmp_path, "gone", 0), {"backend": "local"})
+    plugin = BatchPlugin({
+        "job_queue": private.job_queue, "bucket": f"s3://{private.bucket}/drill",
+        "region": "us-east-1", "endpoint_url": private.endpoint_url, "image": image.ref,
+        "aws_max_attempts": 2,  # give up on the dead endpoint quickly
+        "environment": {"AWS_ACCESS_KEY_ID": THROWAWAY_KEY,
+                        "AWS_SECRET_ACCESS_KEY": THROWAWAY_KEY,
+                        "AWS_DEFAULT_REGION": "us-east-1"},
+    })
+
+    def kill_emulator_once_running():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if local_stack.docker.containers.list(filters={"name": "gone_square"}):
+                private.server.proc.kill()
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_emulator_once_running)
+    killer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BatchJobError, match="lost contact with AWS Batch"):
+            _two_step(tmp_path / "run", "gone", 5).run(plugin=plugin)
+    finally:
+        killer.join()
+        for container in local_stack.docker.containers.list(all=True,
+                                                            filters={"name": "gone_square"}):
+            container.remove(force=True)  # its emulator died: nobody else will
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "run" / "gone" / "plus").exists()  # nothing ran on a guess

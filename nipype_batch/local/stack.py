@@ -106,9 +106,9 @@ class LocalStack:
         log.info("Local stack up: emulator %s, registry %s", self.endpoint_url,
                  self.registry_address)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, config: Any = None) -> Any:
         """A boto3 client for ``service`` on the emulator."""
-        return self.session.client(service, endpoint_url=self.endpoint_url)
+        return self.session.client(service, endpoint_url=self.endpoint_url, config=config)
 
     def job_environment(self) -> dict[str, str]:
         """What a job needs to reach the emulator (throwaway keys, never real credentials)."""
