@@ -197,3 +197,46 @@ def test_emulator_gone_mid_run_is_a_clear_error(tmp_path, local_stack, monkeypat
             container.remove(force=True)  # its emulator died: nobody else will
     assert time.monotonic() - started < 60
     assert not (tmp_path / "run" / "gone" / "plus").exists()  # nothing ran on a guess
+
+
+DRIVER = '''
+import sys
+sys.path.insert(0, {root!r})
+import nipype_batch
+from tests.test_fault_drills import _two_step
+from pathlib import Path
+wf = _two_step(Path({base!r}), "interrupted", 60)
+wf.run(plugin="AWSBatch", plugin_args={{"backend": "local"}})
+'''
+
+
+def test_sigint_terminates_every_submitted_job(tmp_path, local_stack):
+    import signal
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parent.parent)
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=root, base=str(tmp_path)))
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed below
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=log, cwd=tmp_path)
+    docker = local_stack.docker
+    try:
+        deadline = time.monotonic() + 120
+        while not docker.containers.list(filters={"name": "interrupted_square"}):
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        started = time.monotonic()
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    output = (tmp_path / "driver.log").read_text()
+    assert "KeyboardInterrupt" in output
+    assert "terminating" in output and "jobs in flight" in output
+    while docker.containers.list(all=True, filters={"name": "interrupted_square"}):
+        assert time.monotonic() - started < 30, "a job container outlived the interrupt"
+        time.sleep(0.2)
