@@ -27,6 +27,7 @@ class Cloud:
     stager: Stager
     job_queue: str
     registry: Registry
+    sts: Any = None
     job_environment: dict[str, str] = field(default_factory=dict)
     job_name_prefix: str = ""
     base_image: str = DEFAULT_BASE_IMAGE
@@ -68,6 +69,7 @@ def connect(settings: BatchSettings) -> Cloud:
             stager=Stager(client("s3"), bucket, prefix),
             job_queue=queue,
             registry=PlainRegistry(stack.registry_address),
+            sts=client("sts"),
             job_environment=stack.job_environment(),
             job_name_prefix=stack.job_name_prefix,
             base_image=settings.base_image or DEFAULT_BASE_IMAGE,
@@ -100,6 +102,7 @@ def connect(settings: BatchSettings) -> Cloud:
         stager=Stager(client("s3"), bucket, prefix),
         job_queue=settings.job_queue or "",
         registry=EcrRegistry(client("ecr")),
+        sts=client("sts"),
         job_environment=env,
         base_image=settings.base_image or DEFAULT_BASE_IMAGE,
         api_calls=counter,

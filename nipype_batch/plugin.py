@@ -28,6 +28,7 @@ from nipype.utils.filemanip import loadpkl, savepkl
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .cloud import Cloud, connect
 from .errors import BatchJobError
+from .preflight import preflight
 from .protocol import PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
 from .resources import JobResources, resources_for, runs_on_driver
@@ -127,7 +128,10 @@ class BatchPlugin(DistributedPluginBase):
                   for n in job_nodes}
         for queue in sorted(queues):
             self.cloud.ensure_queue(queue)
-        self.publish_images(job_nodes)
+        # cheapest first: what the nodes import (no I/O), the cloud, then images
+        plan = plan_images(job_nodes, self.settings, self.cloud.base_image)
+        preflight(self.settings, self.cloud, job_nodes)
+        self._publish(*plan)
 
     def publish_images(self, nodes: list[Any]) -> list[PublishedImage]:
         """Build (where missing) and publish the job images ``nodes`` need.
@@ -135,7 +139,9 @@ class BatchPlugin(DistributedPluginBase):
         One image per base image, holding what all its nodes import; ready images (``image``)
         are checked, not built.
         """
-        specs, ready = plan_images(nodes, self.settings, self.cloud.base_image)
+        return self._publish(*plan_images(nodes, self.settings, self.cloud.base_image))
+
+    def _publish(self, specs: dict[str, Any], ready: dict[str, str]) -> list[PublishedImage]:
         builder = ImageBuilder(self.cloud.docker(), self.cloud.registry)
         for spec in dict.fromkeys(specs.values()):
             image = builder.ensure(spec)

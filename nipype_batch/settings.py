@@ -17,6 +17,9 @@ from .errors import ConfigurationError
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
 Backend = Literal["local", "aws"]
 
+# Credentials that must never travel in a job's environment (jobs get theirs from a role).
+SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+
 # Keys Nipype's DistributedPluginBase itself reads from plugin_args.
 NIPYPE_KEYS = {"max_jobs", "status_callback"}
 
@@ -214,6 +217,13 @@ class BatchSettings:
             raise ConfigurationError(
                 f"environment={self.environment!r} must map names to string values, "
                 "e.g. {'OMP_NUM_THREADS': '1'}."
+            )
+        leaked = sorted(set(self.environment) & set(SECRET_NAMES))
+        if leaked and self.backend == "aws" and not self.endpoint_url:
+            raise ConfigurationError(
+                f"plugin_args['environment'] holds {', '.join(leaked)}: credentials must not "
+                "travel in job environments, where DescribeJobs shows them to anyone who can "
+                "list jobs. Give the jobs a role with plugin_args['job_role_arn'] instead."
             )
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", str(self.job_name_prefix)):
             raise ConfigurationError(

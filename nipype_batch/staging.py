@@ -24,6 +24,7 @@ from .errors import StagingError
 log = logging.getLogger(__name__)
 
 MTIME_META = "mtime-ns"
+SSE = "AES256"  # every staged object is encrypted at rest (S3-managed keys)
 _PATH_MAX = 4096
 
 # Files of a node directory the driver needs to continue the graph and to see the cache.
@@ -116,7 +117,8 @@ class Stager:
         try:
             self.s3.upload_file(
                 path, self.bucket, key,
-                ExtraArgs={"Metadata": {MTIME_META: str(st.st_mtime_ns)}},
+                ExtraArgs={"Metadata": {MTIME_META: str(st.st_mtime_ns)},
+                           "ServerSideEncryption": SSE},
             )
         except (ClientError, S3UploadFailedError, OSError) as exc:
             raise StagingError(
@@ -239,7 +241,7 @@ class Stager:
     def put_bytes(self, key: str, data: bytes) -> str:
         """Store a control object; return its ``s3://`` URI."""
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ServerSideEncryption=SSE)
         except ClientError as exc:
             raise StagingError(
                 f"could not write s3://{self.bucket}/{key}: {exc}. Check that the bucket exists "

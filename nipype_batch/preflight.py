@@ -1,0 +1,197 @@
+"""Checks of the cloud set-up, run before a run submits anything and by ``nipype-batch doctor``.
+
+Each check names the resource, what is wrong and the fix, so that a mistake costs seconds on the
+driver instead of an hour in the queue. All problems are reported together.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from .errors import ConfigurationError
+from .resources import JobResources, resources_for
+from .settings import BatchSettings
+
+log = logging.getLogger(__name__)
+
+FARGATE_LIMITS = {"vcpus": 16, "memory_mb": 120 * 1024}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: what was checked, whether it holds, and the fix when it does not."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class PreflightError(ConfigurationError):
+    """The set-up cannot run this workflow; every problem found is in the message."""
+
+    def __init__(self, failed: list[Check]) -> None:
+        self.failed = failed
+        lines = "\n".join(f"  - {check.name}: {check.detail}" for check in failed)
+        super().__init__(f"{len(failed)} problem(s) found before submitting anything:\n{lines}")
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return str(exc)
+
+
+def check_credentials(sts: Any) -> Check:
+    """Credentials resolve and are accepted."""
+    try:
+        who = sts.get_caller_identity()
+    except NoCredentialsError:
+        return Check("credentials", False,
+                     "no AWS credentials found. Run `aws configure` (or set AWS_PROFILE, or "
+                     "plugin_args={'aws_profile': ...}).")
+    except (ClientError, BotoCoreError) as exc:
+        return Check("credentials", False, f"AWS refused the credentials ({_error_text(exc)}). "
+                     "Check the profile and that the keys are not expired.")
+    return Check("credentials", True, f"account {who.get('Account')} as {who.get('Arn')}")
+
+
+def check_bucket(s3: Any, bucket: str, prefix: str) -> Check:
+    """The staging bucket exists and the credentials may write, read and delete there."""
+    probe = f"{prefix}/control/preflight-{uuid.uuid4().hex}" if prefix else \
+        f"control/preflight-{uuid.uuid4().hex}"
+    try:
+        s3.put_object(Bucket=bucket, Key=probe, Body=b"nipype-batch preflight",
+                      ServerSideEncryption="AES256")
+        s3.get_object(Bucket=bucket, Key=probe)["Body"].read()
+        s3.delete_object(Bucket=bucket, Key=probe)
+    except (ClientError, BotoCoreError) as exc:
+        text = _error_text(exc)
+        fix = ("create it (e.g. `nipype-batch infra up`) or fix the name in "
+               "plugin_args['bucket']") if "NoSuchBucket" in text else \
+            "give your credentials s3:PutObject, s3:GetObject and s3:DeleteObject on it"
+        return Check("bucket", False, f"cannot write to s3://{bucket}/{prefix} ({text}): {fix}.")
+    return Check("bucket", True, f"s3://{bucket}/{prefix} is writable")
+
+
+def check_queue(batch: Any, queue: str) -> tuple[Check, list[dict[str, Any]]]:
+    """The job queue exists, is ENABLED and VALID; also returns its compute environments."""
+    try:
+        found = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+    except (ClientError, BotoCoreError) as exc:
+        return Check(f"queue {queue}", False, f"cannot describe it ({_error_text(exc)})."), []
+    if not found:
+        return Check(f"queue {queue}", False,
+                     f"job queue {queue!r} does not exist in this account and region. Create it "
+                     "(`nipype-batch infra up`) or fix plugin_args['job_queue']."), []
+    info = found[0]
+    if info.get("state") != "ENABLED" or info.get("status") not in ("VALID", "UPDATING"):
+        return Check(f"queue {queue}", False,
+                     f"job queue {queue!r} is {info.get('state')}/{info.get('status')} "
+                     f"({info.get('statusReason', '')}): it must be ENABLED and VALID."), []
+    order = [entry["computeEnvironment"] for entry in info.get("computeEnvironmentOrder", [])]
+    try:
+        envs = batch.describe_compute_environments(computeEnvironments=order)
+    except (ClientError, BotoCoreError) as exc:
+        return Check(f"queue {queue}", False,
+                     f"cannot describe its compute environments ({_error_text(exc)})."), []
+    return Check(f"queue {queue}", True, "ENABLED and VALID"), envs["computeEnvironments"]
+
+
+def check_fit(queue: str, envs: list[dict[str, Any]], largest: JobResources) -> Check:
+    """Some compute environment of the queue can run the largest job."""
+    name = f"capacity of {queue}"
+    if not envs:
+        return Check(name, False, f"queue {queue!r} has no compute environment.")
+    reasons = []
+    for env in envs:
+        resources = env.get("computeResources")
+        if env.get("type") == "UNMANAGED" or not resources:
+            return Check(name, True, f"{env['computeEnvironmentName']} is unmanaged: not checked")
+        kind = resources.get("type", "EC2")
+        max_vcpus = resources.get("maxvCpus", 0)
+        if kind.startswith("FARGATE"):
+            if largest.gpus:
+                reasons.append(f"{env['computeEnvironmentName']} is Fargate: no GPUs")
+                continue
+            if largest.vcpus > FARGATE_LIMITS["vcpus"] or \
+                    largest.memory_mb > FARGATE_LIMITS["memory_mb"]:
+                reasons.append(f"{env['computeEnvironmentName']} is Fargate: at most 16 vCPUs, "
+                               "120 GiB")
+                continue
+        if max_vcpus < largest.vcpus:
+            reasons.append(f"{env['computeEnvironmentName']} has maxvCpus {max_vcpus}")
+            continue
+        return Check(name, True, f"{env['computeEnvironmentName']} fits {largest.vcpus} vCPUs")
+    return Check(name, False,
+                 f"no compute environment of {queue!r} can run a job of {largest.vcpus} vCPUs, "
+                 f"{largest.memory_mb} MiB, {largest.gpus} GPUs ({'; '.join(reasons)}). Raise "
+                 "maxvCpus, add instance types, or lower the node's n_procs / plugin_args.")
+
+
+def check_picklable(nodes: Iterable[Any]) -> Check:
+    """Every job node can be pickled, as it must be to travel to its job."""
+    bad = []
+    for node in nodes:
+        saved = getattr(node, "use_plugin", None)
+        try:
+            if hasattr(node, "use_plugin"):
+                node.use_plugin = None
+            pickle.dumps(node)
+        except Exception as exc:
+            bad.append(f"{node.fullname} ({exc.__class__.__name__}: {exc})")
+        finally:
+            if saved is not None:
+                node.use_plugin = saved
+    if bad:
+        return Check("nodes picklable", False,
+                     f"{len(bad)} node(s) cannot be pickled to travel to a job: "
+                     f"{'; '.join(bad[:5])}. Inputs must be plain values (numbers, strings, "
+                     "paths, lists), not open files, clients or lambdas.")
+    return Check("nodes picklable", True, "all nodes")
+
+
+def largest_job(nodes: Iterable[Any], settings: BatchSettings) -> dict[str, JobResources]:
+    """Per queue, the largest resources any node asks for."""
+    largest: dict[str, JobResources] = {}
+    for node in nodes:
+        resources = resources_for(node, settings)
+        queue = resources.job_queue or ""
+        current = largest.get(queue)
+        if current is None or (resources.vcpus, resources.memory_mb, resources.gpus) > (
+                current.vcpus, current.memory_mb, current.gpus):
+            largest[queue] = resources
+    return largest
+
+
+def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = None) -> list[Check]:
+    """Every check, cheapest first; none submits anything."""
+    checks = [check_credentials(cloud.sts)]
+    if not checks[-1].ok:
+        return checks
+    checks.append(check_bucket(cloud.stager.s3, cloud.stager.bucket, cloud.stager.prefix))
+    needs = largest_job(nodes or [], settings)
+    queues = {queue or cloud.job_queue for queue in needs} or {cloud.job_queue}
+    for queue in sorted(queues):
+        queue_check, envs = check_queue(cloud.batch.batch, queue)
+        checks.append(queue_check)
+        biggest = needs.get(queue) or needs.get("")
+        if queue_check.ok and biggest is not None:
+            checks.append(check_fit(queue, envs, biggest))
+    if nodes:
+        checks.append(check_picklable(nodes))
+    return checks
+
+
+def preflight(settings: BatchSettings, cloud: Any, nodes: list[Any]) -> None:
+    """Raise :class:`PreflightError` listing every problem, or return if there is none."""
+    failed = [check for check in run_checks(settings, cloud, nodes) if not check.ok]
+    if failed:
+        raise PreflightError(failed)
