@@ -2,6 +2,7 @@
 
     nipype-batch build my_study.py:workflow     # build and push the job images ahead of a run
     nipype-batch build my_study.py:make_wf --plugin-args '{"packages": ["dipy"]}' --json
+    nipype-batch doctor my_study.py:make_wf --plugin-args '{"job_queue": "q", "bucket": "s3://b"}'
 
 Exit codes: 0 done; 1 a nipype-batch error (its message says what to fix); 2 bad usage.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from .errors import NipypeBatchError
 
 EXAMPLES = """examples:
+  nipype-batch doctor --plugin-args '{"job_queue": "my-queue", "bucket": "s3://my-bucket/x"}'
   nipype-batch build my_study.py:workflow
   nipype-batch build my_study.py:make_workflow --plugin-args '{"backend": "local"}'
   nipype-batch build mylab.pipelines:dwi_workflow --json
@@ -79,6 +81,52 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .builder import plan_images
+    from .cloud import connect
+    from .dockerd import connect_docker
+    from .image import ensure_base_image
+    from .preflight import Check, run_checks
+    from .resources import runs_on_driver
+    from .settings import BatchSettings
+
+    checks: list[Check] = []
+    settings = BatchSettings.from_plugin_args(
+        json.loads(args.plugin_args) if args.plugin_args else {})
+    checks.append(Check("settings", True, f"backend {settings.backend}"))
+    nodes: list[Any] = []
+    if args.workflow:
+        graph = load_workflow(args.workflow)._create_flat_graph()
+        nodes = [n for n in graph.nodes() if not runs_on_driver(n, settings)]
+        checks.append(Check("workflow", True, f"{len(nodes)} node(s) run as jobs"))
+    docker = None
+    if not settings.image:
+        try:
+            docker = connect_docker()
+            checks.append(Check("docker", True, "daemon answers"))
+        except NipypeBatchError as exc:
+            checks.append(Check("docker", False, str(exc)))
+    try:
+        cloud = connect(settings)
+        checks.extend(run_checks(settings, cloud, nodes))
+        if nodes:
+            specs, _ready = plan_images(nodes, settings, cloud.base_image)
+            checks.append(Check("dependencies", True, f"{len(set(specs.values()))} image(s)"))
+            for spec in dict.fromkeys(specs.values()):
+                if docker is not None:
+                    ensure_base_image(docker, spec.base_image)
+                    checks.append(Check(f"base image {spec.base_image}", True,
+                                        "present, Python matches"))
+    except NipypeBatchError as exc:
+        checks.append(Check("set-up", False, str(exc)))
+    if args.json:
+        print(json.dumps([vars(check) for check in checks], indent=1))
+    else:
+        for check in checks:
+            print(f"{'ok ' if check.ok else 'BAD'}  {check.name}: {check.detail}")
+    return 0 if all(check.ok for check in checks) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     top = argparse.ArgumentParser(
@@ -96,6 +144,17 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--plugin-args", help="the run's plugin_args as JSON")
     build.add_argument("--json", action="store_true", help="print the images as JSON")
     build.set_defaults(func=_build)
+    doctor = sub.add_parser(
+        "doctor", help="check credentials, bucket, queue, capacity, Docker and a workflow's "
+                       "dependencies without submitting anything",
+        epilog="examples:\n  nipype-batch doctor --plugin-args '{\"job_queue\": \"q\", "
+               "\"bucket\": \"s3://b/p\"}'\n  nipype-batch doctor my_study.py:workflow\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("workflow", nargs="?", help="FILE.py:NAME or MODULE:NAME (optional)")
+    doctor.add_argument("--plugin-args", help="the run's plugin_args as JSON")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.set_defaults(func=_doctor)
     return top
 
 

@@ -57,9 +57,12 @@ def check_credentials(sts: Any) -> Check:
         return Check("credentials", False,
                      "no AWS credentials found. Run `aws configure` (or set AWS_PROFILE, or "
                      "plugin_args={'aws_profile': ...}).")
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
         return Check("credentials", False, f"AWS refused the credentials ({_error_text(exc)}). "
                      "Check the profile and that the keys are not expired.")
+    except BotoCoreError as exc:
+        return Check("credentials", False, f"cannot reach AWS ({exc}). Check the network, the "
+                     "region and plugin_args['endpoint_url'] if you set one.")
     return Check("credentials", True, f"account {who.get('Account')} as {who.get('Arn')}")
 
 

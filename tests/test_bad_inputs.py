@@ -171,3 +171,32 @@ def _submissions(stack) -> int:
             total += len(batch.list_jobs(jobQueue=queue["jobQueueName"],
                                          jobStatus=state)["jobSummaryList"])
     return total
+
+
+def test_doctor_reports_a_misconfigured_setup_in_seconds(tmp_path, emulated_aws):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    args = {**emulated_aws, "job_queue": "no-such-queue", "bucket": "s3://no-such-bucket/x"}
+    started = time.monotonic()
+    doctor = subprocess.run(
+        [sys.executable, "-m", "nipype_batch.cli", "doctor", "--json",
+         "--plugin-args", json.dumps(args)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert time.monotonic() - started < 30
+    assert doctor.returncode == 1, doctor.stderr
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)}
+    assert checks["credentials"]["ok"]
+    assert not checks["bucket"]["ok"] and "NoSuchBucket" in checks["bucket"]["detail"]
+    assert not checks["queue no-such-queue"]["ok"]
+    assert "does not exist" in checks["queue no-such-queue"]["detail"]
+
+    good = subprocess.run(
+        [sys.executable, "-m", "nipype_batch.cli", "doctor", "--plugin-args",
+         json.dumps(emulated_aws)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "BAD" not in good.stdout
