@@ -1,0 +1,1 @@
+"""The DIPY diffusion MRI study: synthetic data, the workflow and its CLI."""
