@@ -127,6 +127,28 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+def _local(args: argparse.Namespace) -> int:
+    from .local import stack
+
+    if args.action == "up":
+        running = stack.up()
+        print(f"local stack up: emulator {running.endpoint_url} (pid {running.server.pid}), "
+              f"registry {running.registry_address}, queue {running.job_queue}, "
+              f"bucket s3://{running.bucket}")
+        print("runs with backend 'local' now use it and leave their jobs running if they die; "
+              "stop it with `nipype-batch local down`")
+        return 0
+    if args.action == "down":
+        print("local stack stopped" if stack.down() else "no shared local stack was running")
+        return 0
+    shared = stack._running_shared_emulator()
+    if shared is None:
+        print("no shared local stack (each run starts its own)")
+        return 1
+    print(f"local stack up: emulator http://127.0.0.1:{shared.port} (pid {shared.pid})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     top = argparse.ArgumentParser(
@@ -155,6 +177,14 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument("--plugin-args", help="the run's plugin_args as JSON")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(func=_doctor)
+    local = sub.add_parser(
+        "local", help="start, stop or show a shared local stack that outlives runs",
+        description="Without a shared stack each run starts its own emulator, which ends (and "
+                    "terminates its jobs) with the run. A shared one behaves like AWS: jobs "
+                    "keep running when their driver dies, and a rerun finds them.",
+    )
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.set_defaults(func=_local)
     return top
 
 

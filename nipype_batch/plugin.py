@@ -16,7 +16,7 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from traceback import format_exception
 from typing import Any
 
@@ -28,6 +28,7 @@ from nipype.utils.filemanip import loadpkl, savepkl
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .cloud import Cloud, connect
 from .errors import BatchJobError
+from .journal import Journal
 from .preflight import preflight
 from .protocol import PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
@@ -55,6 +56,7 @@ class SubmittedJob:
     definition: str
     image: str
     resources: JobResources
+    hashvalue: str
 
 
 class BatchPlugin(DistributedPluginBase):
@@ -85,6 +87,9 @@ class BatchPlugin(DistributedPluginBase):
         self._next_taskid = 0
         self._last_progress: tuple = ()
         self.submitted_job_ids: list[str] = []
+        self.resumed_job_ids: list[str] = []
+        self._recovered: set[int] = set()
+        self._journal = Journal(tempfile.gettempdir())
 
     # ---- pickling: settings travel, clients and run state do not -------------------------
 
@@ -124,6 +129,7 @@ class BatchPlugin(DistributedPluginBase):
                 job_nodes.append(node)
         if not job_nodes:
             return
+        self._journal = Journal(job_nodes[0].base_dir or tempfile.gettempdir())
         queues = {resources_for(n, self.settings).job_queue or self.cloud.job_queue
                   for n in job_nodes}
         for queue in sorted(queues):
@@ -187,17 +193,65 @@ class BatchPlugin(DistributedPluginBase):
         self._next_taskid += 1
         try:
             node._get_inputs()
-            job = self._submit_node(node, updatehash, taskid)
+            hashvalue = node._get_hashval()[1]
+            if self._resume(node, hashvalue, taskid):
+                return taskid
+            job = self._submit_node(node, updatehash, taskid, hashvalue)
         except Exception:
             self._local_failures[taskid] = format_exception(*sys.exc_info())
             return taskid
         self._jobs[taskid] = job
         self.submitted_job_ids.append(job.job_id)
+        self._journal.record(job.node_dir, hashvalue, _journal_entry(job))
         log.info("Submitted %s as job %s (%d vCPU, %d MiB)", node.fullname, job.job_id,
                  job.resources.vcpus, job.resources.memory_mb)
         return taskid
 
-    def _submit_node(self, node: Any, updatehash: bool, taskid: int) -> SubmittedJob:
+    def _resume(self, node: Any, hashvalue: str, taskid: int) -> bool:
+        """Pick up what an earlier driver left: a job still in flight, or a finished result.
+
+        A driver that died leaves its jobs running (they are Batch's, not its own) and their
+        journal entries behind; a rerun with the same inputs waits for those jobs. A job that
+        finished after its driver died left a committed result in S3, fetched instead of
+        running the node again.
+        """
+        node_dir = node.output_dir()
+        entry = self._journal.find(node_dir, hashvalue)
+        if entry is not None:
+            status = self.cloud.batch.describe([entry["job_id"]]).get(entry["job_id"])
+            if status is not None and status.state is not JobState.FAILED:
+                job = _job_from_entry(entry)
+                self._jobs[taskid] = job
+                self.resumed_job_ids.append(job.job_id)
+                log.info("Resumed %s: job %s (%s), submitted by an earlier driver",
+                         node.fullname, job.job_id, status.state.value)
+                return True
+            self._journal.forget(node_dir, hashvalue)
+        if self._fetch_committed(node, node_dir, hashvalue):
+            self._recovered.add(taskid)
+            log.info("Recovered %s from S3: a job finished it after its driver stopped",
+                     node.fullname)
+            return True
+        return False
+
+    def _fetch_committed(self, node: Any, node_dir: str, hashvalue: str) -> bool:
+        """Fetch a successful result for these exact inputs from S3, if one was committed."""
+        stager = self.cloud.stager
+        names = {os.path.relpath(stager.path_for(key), node_dir)
+                 for key, _size in stager.list_tree(node_dir)}
+        if f"result_{node.name}.pklz" not in names or f"_0x{hashvalue}.json" not in names:
+            return False
+        if not isinstance(node, MapNode):
+            shutil.rmtree(node_dir, ignore_errors=True)
+        fetched = stager.fetch_node_dir(node_dir, everything=bool(self.settings.fetch_outputs))
+        if fetched and not read_provenance(node_dir).get("runner", {}).get("node_failed"):
+            return True
+        if not isinstance(node, MapNode):  # a crash is no cache: run the node again
+            shutil.rmtree(node_dir, ignore_errors=True)
+        return False
+
+    def _submit_node(self, node: Any, updatehash: bool, taskid: int,
+                     hashvalue: str) -> SubmittedJob:
         cloud = self.cloud
         resources = resources_for(node, self.settings)
         image = self._image_for(resources)
@@ -230,7 +284,7 @@ class BatchPlugin(DistributedPluginBase):
         tags = {
             "nipype-batch:run": self.run_id,
             "nipype-batch:node": node.fullname[-256:],
-            "nipype-batch:hash": str(getattr(node, "_hashvalue", "") or "")[:256],
+            "nipype-batch:hash": hashvalue,
         }
         job_id = cloud.batch.submit(
             job_name, queue, definition, resources,
@@ -239,7 +293,7 @@ class BatchPlugin(DistributedPluginBase):
         return SubmittedJob(
             job_id=job_id, job_name=job_name, node_name=node.name, node_dir=node_dir,
             is_mapnode=isinstance(node, MapNode), queue=queue, definition=definition,
-            image=image, resources=resources,
+            image=image, resources=resources, hashvalue=hashvalue,
         )
 
     def _stage_inputs(self, node: Any, node_dir: str) -> list[StagedPath]:
@@ -268,6 +322,8 @@ class BatchPlugin(DistributedPluginBase):
     # ---- status and results ----------------------------------------------------------------
 
     def _get_result(self, taskid: int) -> dict[str, Any] | None:
+        if taskid in self._recovered:
+            return {"result": None, "traceback": None, "hostname": None}
         if taskid in self._local_failures:
             return {"result": None, "traceback": self._local_failures[taskid],
                     "hostname": socket.gethostname()}
@@ -342,7 +398,10 @@ class BatchPlugin(DistributedPluginBase):
         return {"result": None, "traceback": traceback, "hostname": runner.get("hostname")}
 
     def _clear_task(self, taskid: int) -> None:
-        self._jobs.pop(taskid, None)
+        job = self._jobs.pop(taskid, None)
+        if job is not None:
+            self._journal.forget(job.node_dir, job.hashvalue)
+        self._recovered.discard(taskid)
         self._local_failures.pop(taskid, None)
 
     def _clean_queue(self, jobid: int, graph: Any, result: dict[str, Any] | None = None) -> Any:
@@ -362,6 +421,15 @@ class BatchPlugin(DistributedPluginBase):
             log.error("Could not terminate %d jobs, which may still be running (and billing): %s",
                       len(left), ", ".join(left))
         self._jobs.clear()
+
+
+def _journal_entry(job: SubmittedJob) -> dict[str, Any]:
+    return {**asdict(job), "resources": asdict(job.resources)}
+
+
+def _job_from_entry(entry: dict[str, Any]) -> SubmittedJob:
+    fields = {k: v for k, v in entry.items() if k in SubmittedJob.__dataclass_fields__}
+    return SubmittedJob(**{**fields, "resources": JobResources(**entry["resources"])})
 
 
 def _missing_module(traceback: list[str]) -> str | None:

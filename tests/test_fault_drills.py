@@ -240,3 +240,83 @@ def test_sigint_terminates_every_submitted_job(tmp_path, local_stack):
     while docker.containers.list(all=True, filters={"name": "interrupted_square"}):
         assert time.monotonic() - started < 30, "a job container outlived the interrupt"
         time.sleep(0.2)
+
+
+RESUMABLE_DRIVER = '''
+import json, sys
+sys.path.insert(0, {root!r})
+import nipype_batch
+from nipype_batch import BatchPlugin
+from tests.test_fault_drills import _two_step
+from pathlib import Path
+plugin = BatchPlugin({{"backend": "local"}})
+_two_step(Path({base!r}), "resumed", 10).run(plugin=plugin)
+print("RESULT " + json.dumps({{"submitted": plugin.submitted_job_ids,
+                              "resumed": plugin.resumed_job_ids}}))
+'''
+
+
+def _jobs_named(batch, suffix: str) -> list[str]:
+    found = []
+    for state in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED",
+                  "FAILED"):
+        for job in batch.list_jobs(jobQueue="nipype-batch-local",
+                                   jobStatus=state)["jobSummaryList"]:
+            if job["jobName"].endswith(suffix):
+                found.append(job["jobId"])
+    return found
+
+
+def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_stack, monkeypatch):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from nipype_batch.local import stack as local
+
+    # A shared stack behaves like AWS: jobs outlive the driver that submitted them.
+    monkeypatch.setenv("NIPYPE_BATCH_LOCAL_STATE", str(tmp_path / "local-stack.json"))
+    shared = local.up()
+    try:
+        _two_step(tmp_path / "calm", "resumed", 0).run(plugin="Linear")
+        root = str(Path(__file__).resolve().parent.parent)
+        script = tmp_path / "driver.py"
+        script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run")))
+
+        first = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not local_stack.docker.containers.list(filters={"name": "resumed_square"}):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        # the job is Batch's, not the driver's: it runs on
+        assert local_stack.docker.containers.list(filters={"name": "resumed_square"})
+
+        def rerun() -> dict:
+            done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, timeout=300,
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+            return json.loads(line[len("RESULT "):])
+
+        second = rerun()
+        batch = shared.client("batch")
+        (square_job,) = _jobs_named(batch, "resumed_square")  # never submitted twice
+        assert second["resumed"] == [square_job]
+        assert len(second["submitted"]) == 1  # only plus, which had not been submitted
+        for rel in ("square/square.txt", "plus/plus_one.txt"):
+            calm = (tmp_path / "calm" / "resumed" / rel).read_text()
+            assert (tmp_path / "run" / "resumed" / rel).read_text() == calm
+
+        # a node whose result is committed in S3 is fetched, not run again
+        shutil.rmtree(tmp_path / "run" / "resumed" / "plus")
+        third = rerun()
+        assert third["submitted"] == [] and third["resumed"] == []
+        assert (tmp_path / "run" / "resumed" / "plus" / "plus_one.txt").read_text() == \
+            (tmp_path / "calm" / "resumed" / "plus" / "plus_one.txt").read_text()
+        assert len(_jobs_named(batch, "resumed_plus")) == 1
+    finally:
+        local.down()

@@ -5,6 +5,8 @@ with any in-process moto (a user's ``mock_aws`` tests reset moto's global backen
 request handling does not compete with the driver for the GIL. Prints the port on stdout, then
 serves until its stdin closes: the parent holds that pipe open, so when the parent exits, even
 by SIGKILL, the emulator terminates its running jobs (their containers with them) and stops.
+With ``--detached`` (``nipype-batch local up``) it serves until SIGTERM instead, outliving the
+drivers that use it, as AWS outlives them: a driver that dies can find its jobs again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
@@ -48,8 +52,17 @@ def main() -> int:
     os.environ["MOTO_PORT"] = str(port)
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.stdin.read()  # returns when the parent closes the pipe or dies
+    if "--detached" in sys.argv:
+        # `nipype-batch local up`: serve every driver until `local down` sends SIGTERM. The
+        # pipe that carried the port closes when `local up` exits; moto prints warnings.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stopping.wait()
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.stdin.read()  # returns when the parent closes the pipe or dies
     try:
         stop_jobs()
     finally:

@@ -8,14 +8,18 @@ named ``nbl<pid>-...`` so that a later process can sweep the ones a crashed proc
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from ..dockerd import connect_docker
@@ -93,8 +97,12 @@ class LocalStack:
         if swept:
             log.warning("Removed %d job containers left by processes that died", swept)
         self.registry_address = ensure_registry()
-        self.server = _start_emulator()
+        shared = _running_shared_emulator()
+        self.server = shared or _start_emulator()
         self.endpoint_url = f"http://127.0.0.1:{self.server.port}"
+        # Containers are named after the emulator that owns them, so a sweep removes only
+        # those whose emulator is gone, never the jobs of a shared emulator still running.
+        self.job_name_prefix = f"nbl{self.server.pid}-"
         import boto3
 
         self.session = boto3.Session(
@@ -146,13 +154,19 @@ class LocalStack:
             "Statement": [{"Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"},
                            "Action": "sts:AssumeRole"}],
         }
-        role = iam.create_role(RoleName=NAME, AssumeRolePolicyDocument=json.dumps(trust))
+        try:
+            role = iam.get_role(RoleName=NAME)
+        except iam.exceptions.NoSuchEntityException:
+            role = iam.create_role(RoleName=NAME, AssumeRolePolicyDocument=json.dumps(trust))
         batch = self.client("batch")
-        env = batch.create_compute_environment(
-            computeEnvironmentName=NAME, type="UNMANAGED", state="ENABLED",
-            serviceRole=role["Role"]["Arn"],
-        )
-        self._compute_env = env["computeEnvironmentArn"]
+        found = batch.describe_compute_environments(computeEnvironments=[NAME])
+        if found["computeEnvironments"]:
+            self._compute_env = found["computeEnvironments"][0]["computeEnvironmentArn"]
+        else:
+            self._compute_env = batch.create_compute_environment(
+                computeEnvironmentName=NAME, type="UNMANAGED", state="ENABLED",
+                serviceRole=role["Role"]["Arn"],
+            )["computeEnvironmentArn"]
         self.ensure_queue(self.job_queue)
         self.ensure_bucket(self.bucket)
 
@@ -160,20 +174,23 @@ class LocalStack:
         """Stop the emulator (it terminates unfinished jobs first) and sweep our containers."""
         if self.server is None:
             return
+        pid = self.server.pid
         self.server.stop()
         self.server = None
-        sweep_containers(self.docker, only_pid=os.getpid())
+        if not _pid_alive(pid):
+            sweep_containers(self.docker, only_pid=pid)
         with LocalStack._lock:
             if LocalStack._instance is self:
                 LocalStack._instance = None
 
 
 class _Emulator:
-    """The emulator process (see :mod:`nipype_batch.local.server`)."""
+    """The emulator process this driver started (see :mod:`nipype_batch.local.server`)."""
 
     def __init__(self, proc: subprocess.Popen, port: int) -> None:
         self.proc = proc
         self.port = port
+        self.pid = proc.pid
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Close its stdin, which makes it stop its jobs and exit; kill it if it does not."""
@@ -186,7 +203,7 @@ class _Emulator:
             self.proc.wait()
 
 
-def _start_emulator(timeout_s: float = 60.0) -> _Emulator:
+def _start_emulator(timeout_s: float = 60.0, detached: bool = False) -> _Emulator:
     try:
         import moto.server  # noqa: F401
     except ImportError as exc:
@@ -198,8 +215,9 @@ def _start_emulator(timeout_s: float = 60.0) -> _Emulator:
         # Its own session: Ctrl-C in the terminal reaches the driver, which still needs the
         # emulator to terminate its jobs.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nipype_batch.local.server"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+            [sys.executable, "-m", "nipype_batch.local.server", *(["--detached"] * detached)],
+            stdin=subprocess.DEVNULL if detached else subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=err, start_new_session=True,
         )
     ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
     line = proc.stdout.readline().decode().strip() if ready else ""
@@ -209,3 +227,58 @@ def _start_emulator(timeout_s: float = 60.0) -> _Emulator:
             f"the AWS emulator did not start within {timeout_s:.0f} s: see {logfile}"
         )
     return _Emulator(proc, int(line))
+
+
+class _SharedEmulator:
+    """An emulator started by ``nipype-batch local up``: used, never stopped, by drivers."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        self.pid = pid
+        self.port = port
+
+    def stop(self) -> None:
+        """Leave it running: it is not this driver's."""
+
+
+def state_file() -> Path:
+    """Where ``local up`` records the shared emulator ($NIPYPE_BATCH_LOCAL_STATE)."""
+    return Path(os.environ.get("NIPYPE_BATCH_LOCAL_STATE", cache_dir() / "local-stack.json"))
+
+
+def _running_shared_emulator() -> _SharedEmulator | None:
+    try:
+        state = json.loads(state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if not _pid_alive(int(state["pid"])):
+        state_file().unlink(missing_ok=True)
+        return None
+    return _SharedEmulator(int(state["pid"]), int(state["port"]))
+
+
+def up() -> LocalStack:
+    """Start the shared local stack that outlives drivers (``nipype-batch local up``)."""
+    if _running_shared_emulator() is None:
+        state_file().parent.mkdir(parents=True, exist_ok=True)
+        emulator = _start_emulator(detached=True)
+        state_file().write_text(json.dumps({"pid": emulator.pid, "port": emulator.port}))
+    stack = LocalStack()
+    stack.start()  # attaches, and creates the queue, bucket and role if missing
+    return stack
+
+
+def down(timeout_s: float = 30.0) -> bool:
+    """Stop the shared local stack and its jobs; False if none was running."""
+    shared = _running_shared_emulator()
+    if shared is None:
+        return False
+    os.kill(shared.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(shared.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(shared.pid):
+        os.kill(shared.pid, signal.SIGKILL)
+    state_file().unlink(missing_ok=True)
+    with contextlib.suppress(LocalStackError):
+        sweep_containers(connect_docker(), only_pid=shared.pid)
+    return True
