@@ -149,6 +149,16 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(args: argparse.Namespace) -> int:
+    from .iam import job_role_policy
+
+    if not args.location.startswith("s3://"):
+        raise NipypeBatchError(f"{args.location!r} is not an S3 URI: write s3://bucket/prefix")
+    bucket, _, prefix = args.location[len("s3://"):].partition("/")
+    print(json.dumps(job_role_policy(bucket, prefix), indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     top = argparse.ArgumentParser(
@@ -185,6 +195,13 @@ def parser() -> argparse.ArgumentParser:
     )
     local.add_argument("action", choices=["up", "down", "status"])
     local.set_defaults(func=_local)
+    policy = sub.add_parser(
+        "policy", help="print the job role's least-privilege IAM policy for a staging location",
+        epilog="example:\n  nipype-batch policy s3://my-bucket/nipype > job-role-policy.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    policy.add_argument("location", help="the run's bucket, s3://bucket/prefix")
+    policy.set_defaults(func=_policy)
     return top
 
 

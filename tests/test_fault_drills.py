@@ -320,3 +320,28 @@ def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_sta
         assert len(_jobs_named(batch, "resumed_plus")) == 1
     finally:
         local.down()
+
+
+def test_result_deleted_from_the_bucket_is_a_clear_error(tmp_path, local_args, local_stack):
+    plugin = BatchPlugin(local_args)
+    stager = plugin.cloud.stager
+    square_dir = str(tmp_path / "deleted" / "square")
+    deleted = []
+
+    def delete_result_before_the_driver_looks(params, **_):
+        # someone else removes the committed result just as the driver comes to fetch it
+        if params.get("Prefix") != stager.key_for(square_dir) + "/" or deleted:
+            return
+        key = stager.key_for(f"{square_dir}/result_square.pklz")
+        other = local_stack.client("s3")
+        if other.list_objects_v2(Bucket=stager.bucket, Prefix=key).get("KeyCount"):
+            other.delete_object(Bucket=stager.bucket, Key=key)  # the job had committed it
+            deleted.append(key)
+
+    stager.s3.meta.events.register("before-parameter-build.s3.ListObjectsV2",
+                                   delete_result_before_the_driver_looks)
+    with pytest.raises(RuntimeError, match=r"ended SUCCEEDED.*left no result file"):
+        _two_step(tmp_path, "deleted", 0).run(plugin=plugin)
+    assert deleted
+    assert not (tmp_path / "deleted" / "plus").exists()  # nothing ran on a missing result
+    assert not (tmp_path / "deleted" / "square" / "result_square.pklz").exists()

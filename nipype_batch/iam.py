@@ -1,0 +1,59 @@
+"""Least-privilege IAM policy documents for the roles a run needs.
+
+A job reads its payload and inputs and writes its node directory, all under the staging
+prefix, and nothing else: its role needs no other bucket, no other prefix and no other
+service. (Pulling the image and shipping logs are the execution role's or the instance's
+job, not the job role's.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def job_role_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
+    """Policy for the job role: objects under ``s3://bucket/prefix/`` only.
+
+    ``ListBucket`` is limited to the prefix by condition, since a job lists its own node
+    directory (to mirror it) and the directories it stages in.
+    """
+    prefix = prefix.strip("/")
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    listed = [f"{prefix}/*", prefix] if prefix else ["*"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "StagingObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": objects,
+            },
+            {
+                "Sid": "ListStagingPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": listed}},
+            },
+            {
+                "Sid": "EncryptedUploadsOnly",
+                "Effect": "Deny",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}},
+            },
+        ],
+    }
+
+
+def batch_trust_policy() -> dict[str, Any]:
+    """Trust policy letting ECS tasks (which run Batch jobs) assume the job role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }],
+    }
