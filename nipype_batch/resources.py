@@ -94,17 +94,18 @@ def runs_on_driver(node: Any, settings: BatchSettings) -> bool:
 def _belongs_on_driver(node: Any) -> bool:
     """Nodes that only move values or read or write the user's disk run on the driver.
 
-    IdentityInterface does no work, so a job would only add latency. File finders (SelectFiles,
+    IdentityInterface, Merge, Select and Split only rearrange values: a job would add latency
+    and no work. File finders (SelectFiles,
     DataGrabber, DataFinder) only glob the driver's disk: as jobs they would have to stage the
     whole dataset, while on the driver they hand each downstream job just the files it names.
     A DataSink must write where the user will look for its outputs. Those reading or writing
     ``s3://`` locations stay jobs.
     """
     from nipype.interfaces import io
-    from nipype.interfaces.utility import IdentityInterface
+    from nipype.interfaces.utility import IdentityInterface, Merge, Select, Split
 
     interface = node.interface
-    if isinstance(interface, IdentityInterface):
+    if isinstance(interface, IdentityInterface | Merge | Select | Split):
         return True
     location_input = {
         io.DataSink: "base_directory",

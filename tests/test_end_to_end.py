@@ -233,3 +233,42 @@ def test_dynamic_import_needs_packages_and_the_error_says_so(tmp_path, local_arg
         plugin="AWSBatch", plugin_args={**local_args, "packages": ["pluggy"]})
     (node,) = result.nodes()
     assert node.result.outputs.out == f"pluggy {pluggy.__version__}"
+
+
+def _numbers(n):
+    import os
+
+    out = os.path.abspath(f"numbers_{n}.txt")
+    with open(out, "w") as fh:
+        fh.write("\n".join(str(i) for i in range(n)) + "\n")
+    return out
+
+
+def _total_lines(in_files):
+    total = 0
+    for path in in_files:
+        with open(path) as fh:
+            total += sum(1 for _ in fh)
+    return total
+
+
+def test_utility_nodes_run_on_the_driver_without_a_base_dir(local_args):
+    from nipype.interfaces.utility import Merge
+
+    wf = Workflow(name="utils")  # no base_dir: Nipype works in a temporary directory
+    three = Node(Function(input_names=["n"], output_names=["out"], function=_numbers),
+                 name="three")
+    three.inputs.n = 3
+    four = Node(Function(input_names=["n"], output_names=["out"], function=_numbers),
+                name="four")
+    four.inputs.n = 4
+    merge = Node(Merge(2), name="merge")
+    total = Node(Function(input_names=["in_files"], output_names=["out"],
+                          function=_total_lines), name="total")
+    wf.connect([(three, merge, [("out", "in1")]), (four, merge, [("out", "in2")]),
+                (merge, total, [("out", "in_files")])])
+    plugin = BatchPlugin(local_args)
+    result = wf.run(plugin=plugin)
+    assert len(plugin.submitted_job_ids) == 3  # three, four, total; the merge ran here
+    (done,) = [n for n in result.nodes() if n.name == "total"]
+    assert done.result.outputs.out == 7
