@@ -90,7 +90,9 @@ def node_modules(node: Any) -> tuple[set[str], set[str]]:
     optional: set[str] = set()
     source = getattr(getattr(interface, "inputs", None), "function_str", None)
     if isinstance(source, str):
-        in_source, optional = imported_modules(source)
+        # Function(..., imports=["import numpy as np"]) runs these before the function
+        preamble = "\n".join(getattr(interface, "imports", None) or [])
+        in_source, optional = imported_modules(f"{preamble}\n{source}")
         required |= in_source
     return required, optional - required
 
