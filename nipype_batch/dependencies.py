@@ -171,7 +171,58 @@ def resolve_modules(modules: Iterable[str], where: str,
                 "metadata, so its version cannot be pinned. Reinstall it with pip."
             )
         needs.local_code.add(location)
+        needs.update(_local_code_needs(location, where))
     return needs
+
+
+# location -> (stamp of its files, what they import); a placeholder breaks import cycles
+_local_needs: dict[str, tuple[tuple, Dependencies]] = {}
+
+
+def _local_code_needs(location: str, where: str) -> Dependencies:
+    """What a local module's own imports need (a lab module importing nibabel at its top).
+
+    Cached by the files' sizes and mtimes, so an edited module is read again.
+    """
+    files = _python_files(location)
+    stamp = tuple((path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in files)
+    cached = _local_needs.get(location)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    _local_needs[location] = (stamp, Dependencies())
+    # Best effort: a package's files include code that never runs in a job (its tests,
+    # scripts), so what the driver cannot import is skipped rather than refused.
+    required, optional = _local_code_imports(files, location)
+    found = resolve_modules(set(), where=f"{where} (via {location})",
+                            optional=required | optional)
+    _local_needs[location] = (stamp, found)
+    return found
+
+
+def _python_files(location: str) -> list[str]:
+    if os.path.isfile(location):
+        return [location]
+    return sorted(
+        os.path.join(dirpath, name)
+        for dirpath, _dirnames, filenames in os.walk(location)
+        if not any(part.startswith(".") for part in dirpath.split(os.sep))
+        for name in filenames if name.endswith(".py")
+    )
+
+
+def _local_code_imports(files: list[str], location: str) -> tuple[set[str], set[str]]:
+    """Absolute imports of a local module's or package's Python files, less itself."""
+    required, optional = set(), set()
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                found, maybe = imported_modules(fh.read())
+        except (OSError, UnicodeDecodeError):
+            continue
+        required |= found
+        optional |= maybe
+    own = os.path.basename(location.rstrip(os.sep)).removesuffix(".py")
+    return required - {own}, (optional - required) - {own}
 
 
 def node_dependencies(node: Any) -> Dependencies:

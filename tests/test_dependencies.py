@@ -50,8 +50,9 @@ def test_optional_imports_may_be_missing():
 def test_local_code_is_found_by_path():
     node = Node(Function(input_names=["x"], output_names=["out"], function=_local_import),
                 name="n")
-    (path,) = node_dependencies(node).local_code
-    assert path.endswith("/tests")
+    local = node_dependencies(node).local_code
+    assert any(path.endswith("/tests") for path in local)
+    assert any(path.endswith("/examples") for path in local)  # tests' own local imports
 
 
 def test_interface_module_is_a_dependency():
@@ -76,3 +77,25 @@ def test_imported_modules_sorts_required_and_optional():
         "try:\n    import matplotlib\nexcept ImportError:\n    pass\n"
     )
     assert required == {"os", "numpy", "scipy"} and optional == {"matplotlib"}
+
+
+def test_local_modules_bring_their_own_imports(tmp_path, monkeypatch):
+    lab = tmp_path / "labcode"
+    lab.mkdir()
+    (lab / "__init__.py").write_text("import pluggy\nfrom labcode import io\n")
+    (lab / "io.py").write_text("import labcode\ntry:\n    import not_here_xyz\n"
+                               "except ImportError:\n    pass\n")
+    (tmp_path / "cycle_a.py").write_text("import cycle_b\n")
+    (tmp_path / "cycle_b.py").write_text("import cycle_a\nimport labcode\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def uses_lab(x):
+        import cycle_a
+
+        return cycle_a
+
+    node = Node(Function(input_names=["x"], output_names=["out"], function=uses_lab), name="n")
+    needs = node_dependencies(node)
+    assert f"pluggy=={importlib.metadata.version('pluggy')}" in needs.requirements
+    assert {p.rsplit("/", 1)[-1] for p in needs.local_code} == {"cycle_a.py", "cycle_b.py",
+                                                               "labcode"}
