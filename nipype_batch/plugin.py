@@ -6,6 +6,7 @@ Only Nipype glue lives here; AWS calls are in :mod:`batch_client`, file moves in
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -35,10 +37,11 @@ from .provenance import job_record, output_files, read_provenance, write_job_rec
 from .resources import JobResources, resources_for, runs_on_driver
 from .settings import BatchSettings
 from .staging import StagedPath, find_paths
-from .status import JobState, JobStatus
+from .status import JobState, JobStatus, next_poll_interval
 
 log = logging.getLogger("nipype_batch")
 
+LOOP_TICK_S = 0.1  # how often Nipype's loop passes; Batch is polled less often
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DONE_STATES = (JobState.SUCCEEDED, JobState.FAILED)
 
@@ -79,7 +82,8 @@ class BatchPlugin(DistributedPluginBase):
         self._jobs: dict[int, SubmittedJob] = {}
         self._local_failures: dict[int, list[str]] = {}
         self._statuses: dict[str, JobStatus] = {}
-        self._unanswered: set[int] = set()
+        self._next_poll = 0.0
+        self._poll_interval = self.settings.poll_min_s
         self._fatal: Exception | None = None
         self._materialised: set[str] = set()
         self._image_by_base: dict[str, str] = {}
@@ -112,6 +116,11 @@ class BatchPlugin(DistributedPluginBase):
         """Run the graph; whatever ends the run, no job it submitted is left running."""
         self._reset_run_state()
         _show_progress()
+        # Nipype sleeps poll_sleep_duration (2 s) after every pass of its loop, so each
+        # dependency level waits a full interval. Let the loop tick fast; _get_result polls
+        # Batch on its own adaptive schedule (poll_min_s..poll_max_s).
+        config = copy.deepcopy(config)
+        config["execution"]["poll_sleep_duration"] = str(min(LOOP_TICK_S, self.settings.poll_min_s))
         try:
             return super().run(graph, config, updatehash=updatehash)
         finally:
@@ -328,7 +337,7 @@ class BatchPlugin(DistributedPluginBase):
             return {"result": None, "traceback": self._local_failures[taskid],
                     "hostname": socket.gethostname()}
         job = self._jobs[taskid]
-        if taskid not in self._unanswered:  # first question of this pass: one batched poll
+        if time.monotonic() >= self._next_poll:  # one batched poll for every job in flight
             try:
                 self._refresh_statuses()
             except BatchJobError as exc:
@@ -337,7 +346,6 @@ class BatchPlugin(DistributedPluginBase):
                 self._fatal = exc
                 return None
         try:
-            self._unanswered.discard(taskid)
             status = self._statuses.get(job.job_id)
             if status is None or status.state not in _DONE_STATES:
                 return None
@@ -349,7 +357,10 @@ class BatchPlugin(DistributedPluginBase):
     def _refresh_statuses(self) -> None:
         in_flight = [job.job_id for job in self._jobs.values()]
         self._statuses.update(self.cloud.batch.describe(in_flight))
-        self._unanswered = set(self._jobs)
+        self._poll_interval = next_poll_interval(
+            (self._statuses[j].state for j in in_flight if j in self._statuses),
+            self._poll_interval, self.settings.poll_min_s, self.settings.poll_max_s)
+        self._next_poll = time.monotonic() + self._poll_interval
         counts = Counter(self._statuses[j].state.value for j in in_flight if j in self._statuses)
         progress = tuple(sorted(counts.items()))
         if progress != self._last_progress:

@@ -129,6 +129,18 @@ class BatchSettings:
             "only when a node on the driver needs them)."
         ),
     )
+    poll_min_s: float = field(
+        default=0.5,
+        metadata=_meta("Shortest interval between status polls, used while jobs run."),
+    )
+    poll_max_s: float = field(
+        default=10.0,
+        metadata=_meta(
+            "Longest interval between status polls, reached while every job is queued. "
+            "(These replace Nipype's poll_sleep_duration, which would cost each dependency "
+            "level a full interval.)"
+        ),
+    )
     job_name_prefix: str = field(
         default="nipype", metadata=_meta("Prefix of every Batch job name.")
     )
@@ -203,6 +215,13 @@ class BatchSettings:
                 or not 1 <= self.aws_max_attempts <= 50):
             raise ConfigurationError(
                 f"aws_max_attempts={self.aws_max_attempts!r} must be a whole number from 1 to 50."
+            )
+        numbers = (isinstance(self.poll_min_s, int | float)
+                   and isinstance(self.poll_max_s, int | float))
+        if not (numbers and 0.05 <= self.poll_min_s <= self.poll_max_s <= 600):
+            raise ConfigurationError(
+                f"poll_min_s={self.poll_min_s!r} and poll_max_s={self.poll_max_s!r} must be "
+                "seconds with 0.05 <= poll_min_s <= poll_max_s <= 600."
             )
         if not isinstance(self.packages, list | tuple) or not all(
             isinstance(p, str) for p in self.packages

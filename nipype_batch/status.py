@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -57,3 +58,20 @@ class JobStatus:
             log_stream=log_stream,
             attempts=attempts,
         )
+
+
+QUEUED = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
+
+
+def next_poll_interval(states: Iterable[JobState], current: float, shortest: float,
+                       longest: float) -> float:
+    """Seconds until the next status poll.
+
+    Short while some job runs (it may finish any moment, and its dependents wait on the
+    poll); doubling up to ``longest`` while every job is still queued, when polling fast
+    only spends API calls.
+    """
+    states = list(states)
+    if not states or any(state not in QUEUED for state in states):
+        return shortest
+    return min(longest, max(shortest, current * 2))

@@ -401,3 +401,14 @@ def test_retry_rules_never_retry_the_nodes_own_exception() -> None:
     assert RETRY_RULES[-1]["action"] == "RETRY"
     assert len(RETRY_RULES) <= 5  # Batch's limit
     assert retry_strategy(4) == {"attempts": 4, "evaluateOnExit": RETRY_RULES}
+
+
+def test_poll_interval_is_short_while_jobs_run_and_backs_off_while_queued() -> None:
+    from nipype_batch.status import JobState, next_poll_interval
+
+    queued = [JobState.RUNNABLE, JobState.SUBMITTED]
+    assert next_poll_interval(queued, 0.5, 0.5, 10) == 1.0
+    assert next_poll_interval(queued, 8, 0.5, 10) == 10
+    assert next_poll_interval([*queued, JobState.RUNNING], 8, 0.5, 10) == 0.5
+    assert next_poll_interval([JobState.SUCCEEDED], 8, 0.5, 10) == 0.5
+    assert next_poll_interval([], 8, 0.5, 10) == 0.5
