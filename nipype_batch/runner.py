@@ -101,6 +101,12 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     }
     with open(os.path.join(node_dir, PROVENANCE_FILE), "w") as fh:
         json.dump({"runner": runner_info}, fh, indent=1)
+    # Outputs written outside the node directory (a Function writing into a derivatives
+    # folder) go up too, before the result file commits the node; staged-in inputs that come
+    # back as outputs are skipped, their stamps being known.
+    for path in output_files:
+        if not (path == node_dir or path.startswith(node_dir.rstrip("/") + "/")):
+            stager.ensure_uploaded(path)
     stager.upload_tree(node_dir)
     return EXIT_NODE_FAILED if error else 0
 

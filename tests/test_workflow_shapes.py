@@ -150,3 +150,51 @@ def test_nested_synchronised_mapnode_rename_join_sink_match_linear(tmp_path, loc
     rerun = BatchPlugin(args)
     _study(tmp_path / "batch", tmp_path / "batch-out").run(plugin=rerun)
     assert rerun.submitted_job_ids == []
+
+
+def _write_outside(out_dir, name):
+    """Writes its output into a shared folder, not its node directory (allowed by Nipype)."""
+    import os
+
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{name}.txt")
+    with open(out, "w") as fh:
+        fh.write(f"made by {name}\n")
+    return out
+
+
+def _read_both(first, second):
+    import os
+
+    out = os.path.abspath("both.txt")
+    with open(out, "w") as fh:
+        for path in (first, second):
+            with open(path) as part:
+                fh.write(part.read())
+    return out
+
+
+def _outside_workflow(base: Path, shared: Path) -> Workflow:
+    wf = Workflow(name="outside", base_dir=str(base))
+    one = Node(Function(input_names=["out_dir", "name"], output_names=["out"],
+                        function=_write_outside), name="one")
+    two = Node(Function(input_names=["out_dir", "name"], output_names=["out"],
+                        function=_write_outside), name="two")
+    one.inputs.out_dir = two.inputs.out_dir = str(shared)
+    one.inputs.name, two.inputs.name = "one", "two"
+    both = Node(Function(input_names=["first", "second"], output_names=["out"],
+                         function=_read_both), name="both")
+    wf.connect([(one, both, [("out", "first")]), (two, both, [("out", "second")])])
+    return wf
+
+
+@pytest.mark.parametrize("fetch_outputs", [True, False], ids=["fetch-all", "lean"])
+def test_outputs_written_outside_the_node_directory(tmp_path, local_args, fetch_outputs):
+    _outside_workflow(tmp_path / "linear", tmp_path / "linear-shared").run(plugin="Linear")
+    plugin = BatchPlugin({**local_args, "fetch_outputs": fetch_outputs})
+    _outside_workflow(tmp_path / "batch", tmp_path / "batch-shared").run(plugin=plugin)
+    both = tmp_path / "batch" / "outside" / "both" / "both.txt"
+    if fetch_outputs:
+        assert both.read_text() == "made by one\nmade by two\n"
+    # the driver materialised the shared files the 'both' node needed
+    assert (tmp_path / "batch-shared" / "one.txt").read_text() == "made by one\n"
