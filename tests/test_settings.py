@@ -244,3 +244,26 @@ def test_describe_settings_covers_every_field_with_help() -> None:
     assert defaults["memory_mb"] == "2048"
     assert defaults["packages"] == "[]"
     assert defaults["backend"] == "None"
+
+
+def test_environment_must_fit_in_batch_container_overrides() -> None:
+    big = {f"VAR_{i}": "x" * 100 for i in range(80)}
+    with pytest.raises(ConfigurationError, match=r"takes \d+ characters; AWS Batch allows 8192"):
+        BatchSettings.from_plugin_args({"environment": big})
+    BatchSettings.from_plugin_args({"environment": {"OMP_NUM_THREADS": "1"}})
+
+
+def test_container_overrides_of_a_job_stay_under_batch_limit() -> None:
+    import json
+
+    from nipype_batch.batch_client import container_overrides
+    from nipype_batch.resources import JobResources
+
+    env = {f"V{i}": "x" * 60 for i in range(77)}  # just under the settings budget
+    BatchSettings.from_plugin_args({"environment": env})
+    with pytest.raises(ConfigurationError, match="AWS Batch allows 8192"):
+        BatchSettings.from_plugin_args({"environment": {**env, "V77": "x" * 60, "V78": "x"}})
+    env["NIPYPE_BATCH_PAYLOAD"] = "s3://" + "b" * 63 + "/" + "k" * 900
+    resources = JobResources(vcpus=96, memory_mb=786432, gpus=8, timeout_s=86400,
+                             job_queue="q", image=None, base_image=None, run_on_driver=False)
+    assert len(json.dumps(container_overrides(resources, env))) <= 8192
