@@ -159,6 +159,52 @@ def _policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journalled(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    from .cloud import connect
+    from .journal import Journal
+    from .settings import BatchSettings
+
+    if not Path(args.work_dir).is_dir():
+        raise NipypeBatchError(f"no such work directory: {args.work_dir}")
+    entries = list(Journal(args.work_dir).entries())
+    settings = BatchSettings.from_plugin_args(
+        json.loads(args.plugin_args) if args.plugin_args else {})
+    if not entries:
+        return None, [], {}
+    cloud = connect(settings)
+    return cloud, entries, cloud.batch.describe(e["job_id"] for e in entries)
+
+
+def _status(args: argparse.Namespace) -> int:
+    _cloud, entries, statuses = _journalled(args)
+    if not entries:
+        print(f"no job in flight under {args.work_dir}")
+        return 0
+    for entry in entries:
+        status = statuses.get(entry["job_id"])
+        state = status.state.value if status else "UNKNOWN (not found in Batch)"
+        print(f"{state:<10} {entry['job_id']}  {entry['job_name']}  {entry['node_dir']}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from .journal import Journal
+
+    cloud, entries, statuses = _journalled(args)
+    live = [e for e in entries if (s := statuses.get(e["job_id"])) and not s.state.done]
+    if cloud is not None and live:
+        left = cloud.batch.terminate([e["job_id"] for e in live],
+                                     reason=f"nipype-batch cancel {args.work_dir}")
+        for entry in live:
+            if entry["job_id"] not in left:
+                Journal(args.work_dir).forget(entry["node_dir"], entry["hash"])
+        print(f"terminated {len(live) - len(left)} job(s)"
+              + (f"; could not terminate {', '.join(left)}" if left else ""))
+        return 1 if left else 0
+    print(f"no job in flight under {args.work_dir}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     top = argparse.ArgumentParser(
@@ -202,6 +248,16 @@ def parser() -> argparse.ArgumentParser:
     )
     policy.add_argument("location", help="the run's bucket, s3://bucket/prefix")
     policy.set_defaults(func=_policy)
+    for name, func, text in (
+        ("status", _status, "show the jobs a run under WORK_DIR has in flight"),
+        ("cancel", _cancel, "terminate the jobs a run under WORK_DIR left in flight (after its "
+                            "driver died)"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("work_dir", help="the workflow's base_dir")
+        command.add_argument("--plugin-args", help="the run's plugin_args as JSON (where its "
+                                                   "jobs are: queue, region, endpoint)")
+        command.set_defaults(func=func)
     return top
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,12 @@ class Journal:
     def forget(self, node_dir: str, hashvalue: str) -> None:
         """The job's result is home (or it failed): nothing to resume."""
         self._path(node_dir, hashvalue).unlink(missing_ok=True)
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every job recorded under this work directory, at any depth (nested base dirs)."""
+        root = self.directory.parent.parent
+        for path in sorted(root.rglob(".nipype-batch/jobs/*.json")):
+            try:
+                yield json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue

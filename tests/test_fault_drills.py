@@ -345,3 +345,42 @@ def test_result_deleted_from_the_bucket_is_a_clear_error(tmp_path, local_args, l
     assert deleted
     assert not (tmp_path / "deleted" / "plus").exists()  # nothing ran on a missing result
     assert not (tmp_path / "deleted" / "square" / "result_square.pklz").exists()
+
+
+def test_cancel_terminates_what_a_killed_driver_left(tmp_path, local_stack, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    from nipype_batch.local import stack as local
+
+    monkeypatch.setenv("NIPYPE_BATCH_LOCAL_STATE", str(tmp_path / "local-stack.json"))
+    local.up()
+    try:
+        root = str(Path(__file__).resolve().parent.parent)
+        script = tmp_path / "driver.py"
+        script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run")))
+        driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not local_stack.docker.containers.list(filters={"name": "resumed_square"}):
+            assert driver.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "nipype_batch.cli", *args,
+                                   str(tmp_path / "run")], capture_output=True, text=True,
+                                  cwd=tmp_path, timeout=120)
+
+        status = cli("status")
+        assert status.returncode == 0 and "RUNNING" in status.stdout, status.stderr
+        cancel = cli("cancel")
+        assert cancel.returncode == 0 and "terminated 1 job(s)" in cancel.stdout, cancel.stderr
+        while local_stack.docker.containers.list(all=True, filters={"name": "resumed_square"}):
+            assert time.monotonic() < deadline, "the cancelled job's container lived on"
+            time.sleep(0.2)
+        assert "no job in flight" in cli("status").stdout
+    finally:
+        local.down()
