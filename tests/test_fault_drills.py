@@ -256,6 +256,26 @@ print("RESULT " + json.dumps({{"submitted": plugin.submitted_job_ids,
 '''
 
 
+def _kill_driver_once_its_job_runs(tmp_path: Path, local_stack) -> Path:
+    """Start RESUMABLE_DRIVER, SIGKILL it once its first job's container runs; the script."""
+    import signal
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parent.parent)
+    script = tmp_path / "driver.py"
+    script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run")))
+    driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not local_stack.docker.containers.list(filters={"name": "resumed_square"}):
+        assert driver.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    return script
+
+
 def _jobs_named(batch, suffix: str) -> list[str]:
     found = []
     for state in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED",
@@ -269,7 +289,6 @@ def _jobs_named(batch, suffix: str) -> list[str]:
 
 def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_stack, monkeypatch):
     import shutil
-    import signal
     import subprocess
     import sys
 
@@ -280,18 +299,7 @@ def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_sta
     shared = local.up()
     try:
         _two_step(tmp_path / "calm", "resumed", 0).run(plugin="Linear")
-        root = str(Path(__file__).resolve().parent.parent)
-        script = tmp_path / "driver.py"
-        script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run")))
-
-        first = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while not local_stack.docker.containers.list(filters={"name": "resumed_square"}):
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        script = _kill_driver_once_its_job_runs(tmp_path, local_stack)
         # the job is Batch's, not the driver's: it runs on
         assert local_stack.docker.containers.list(filters={"name": "resumed_square"})
 
@@ -348,7 +356,6 @@ def test_result_deleted_from_the_bucket_is_a_clear_error(tmp_path, local_args, l
 
 
 def test_cancel_terminates_what_a_killed_driver_left(tmp_path, local_stack, monkeypatch):
-    import signal
     import subprocess
     import sys
 
@@ -357,17 +364,8 @@ def test_cancel_terminates_what_a_killed_driver_left(tmp_path, local_stack, monk
     monkeypatch.setenv("NIPYPE_BATCH_LOCAL_STATE", str(tmp_path / "local-stack.json"))
     local.up()
     try:
-        root = str(Path(__file__).resolve().parent.parent)
-        script = tmp_path / "driver.py"
-        script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run")))
-        driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _kill_driver_once_its_job_runs(tmp_path, local_stack)
         deadline = time.monotonic() + 120
-        while not local_stack.docker.containers.list(filters={"name": "resumed_square"}):
-            assert driver.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
 
         def cli(*args):
             return subprocess.run([sys.executable, "-m", "nipype_batch.cli", *args,
