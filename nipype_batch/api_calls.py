@@ -20,8 +20,3 @@ class ApiCallCounter:
             lambda model, **_: self.counts.update([f"{service}.{model.name}"]),
         )
         return client
-
-    def table(self) -> str:
-        """A plain table of the counts, most frequent first."""
-        rows = [f"{name:<40} {count:>6}" for name, count in self.counts.most_common()]
-        return "\n".join(rows)

@@ -26,15 +26,13 @@ def stop_jobs(timeout_s: float = 10.0) -> None:
     """Stop every unfinished emulated job and wait for its container to be removed."""
     from moto.batch.models import batch_backends
 
-    for region in (REGION,):
-        backend = batch_backends[ACCOUNT][region]
-        jobs = list(backend._jobs.values())
-        for job in jobs:
-            if job.status not in ("SUCCEEDED", "FAILED"):
-                job.stop = True
-        for job in jobs:
-            if job.is_alive():
-                job.join(timeout=timeout_s)
+    jobs = list(batch_backends[ACCOUNT][REGION]._jobs.values())
+    for job in jobs:
+        if job.status not in ("SUCCEEDED", "FAILED"):
+            job.stop = True
+    for job in jobs:
+        if job.is_alive():
+            job.join(timeout=timeout_s)
 
 
 def main() -> int:
