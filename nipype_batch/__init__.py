@@ -20,6 +20,7 @@ from .errors import (
     StagingError,
 )
 from .plugin import BatchPlugin
+from .report import write_report
 from .settings import BatchSettings
 
 __version__ = "0.1.0"
@@ -37,4 +38,5 @@ __all__ = [
     "PublishedImage",
     "StagingError",
     "build_images",
+    "write_report",
 ]

@@ -3,6 +3,7 @@
     nipype-batch build my_study.py:workflow     # build and push the job images ahead of a run
     nipype-batch build my_study.py:make_wf --plugin-args '{"packages": ["dipy"]}' --json
     nipype-batch doctor my_study.py:make_wf --plugin-args '{"job_queue": "q", "bucket": "s3://b"}'
+    nipype-batch report work/                   # the run's HTML report, Gantt chart and cost
 
 Exit codes: 0 done; 1 a nipype-batch error (its message says what to fix); 2 bad usage.
 """
@@ -205,6 +206,66 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import collect_jobs, write_report
+
+    tails = None
+    if args.plugin_args:  # where the jobs ran: failed jobs' log tails come from CloudWatch
+        from .logs import failed_log_tails
+
+        tails = failed_log_tails(_connect(args).batch, collect_jobs(args.work_dir))
+    paths = write_report(args.work_dir, out_dir=args.out, prices=args.prices, log_tails=tails,
+                         platform=args.platform, spot=args.spot)
+    cost = paths.cost
+    if args.json:
+        print(json.dumps({
+            "html": str(paths.html), "png": str(paths.png) if paths.png else None,
+            "jobs": paths.jobs, "vcpu_hours": cost.vcpu_hours, "gb_hours": cost.gb_hours,
+            "on_demand": cost.on_demand, "on_spot": cost.on_spot, "cost": cost.total,
+            "currency": cost.prices.currency, "platform": cost.prices.platform,
+            "spot": cost.prices.spot, "prices_as_of": cost.prices.as_of,
+        }, indent=1))
+    else:
+        print(f"report: {paths.html}")
+        print(f"chart:  {paths.png or 'not drawn (pip install nipype-batch[report])'}")
+        print(f"{paths.jobs} job(s); {cost.summary()}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(paths.html.as_uri())
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from .logs import find_job, follow, job_status
+
+    ref = find_job(args.name, args.work_dir)
+    batch = _connect(args).batch
+    about = f"job {ref.job_id}" + (f" ({ref.node})" if ref.node else "")
+    if args.follow:
+        for line in follow(batch, ref.job_id, lines=args.lines, on_stream=lambda stream: print(
+                f"== {about}, log stream {stream}", file=sys.stderr)):
+            print(line, flush=True)
+        return 0
+    status = job_status(batch, ref.job_id)
+    lines = batch.log_tail(status.log_stream, args.lines)
+    print(f"== {about} {status.state.value}, log stream {status.log_stream}", file=sys.stderr)
+    if not lines:
+        print(f"no log lines yet for {about} (Batch writes them once the container runs)",
+              file=sys.stderr)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    from .cloud import connect
+    from .settings import BatchSettings
+
+    return connect(BatchSettings.from_plugin_args(
+        json.loads(args.plugin_args) if args.plugin_args else {}))
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     top = argparse.ArgumentParser(
@@ -258,6 +319,40 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--plugin-args", help="the run's plugin_args as JSON (where its "
                                                    "jobs are: queue, region, endpoint)")
         command.set_defaults(func=func)
+    report = sub.add_parser(
+        "report", help="write the run report under WORK_DIR: HTML page and PNG Gantt chart, "
+                       "per-node resources, failures, estimated cost",
+        epilog="examples:\n  nipype-batch report work/\n  nipype-batch report work/ "
+               "--platform fargate --spot --prices my_prices.json --open\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("work_dir", help="the workflow's base_dir")
+    report.add_argument("--out", help="where to write (default: WORK_DIR)")
+    report.add_argument("--platform", choices=["ec2", "fargate"], default="ec2",
+                        help="whose prices (default: ec2)")
+    report.add_argument("--spot", action="store_true", help="the jobs ran on Spot capacity")
+    report.add_argument("--prices", help="JSON file overriding the packaged prices (same "
+                                         "shape as nipype_batch/prices.json)")
+    report.add_argument("--plugin-args", help="the run's plugin_args as JSON: fetch failed "
+                                              "jobs' log tails from CloudWatch")
+    report.add_argument("--json", action="store_true", help="print paths and cost as JSON")
+    report.add_argument("--open", action="store_true", help="open the page in a browser")
+    report.set_defaults(func=_report)
+    logs = sub.add_parser(
+        "logs", help="print a job's log from CloudWatch (/aws/batch/job), by node or job id",
+        epilog="examples:\n  nipype-batch logs 0d6f...-job-id\n  nipype-batch logs fit "
+               "--work-dir work/ --follow\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    logs.add_argument("name", help="a Batch job id, or a node (name, fullname wf.node, or "
+                                   "path under WORK_DIR) with --work-dir")
+    logs.add_argument("--work-dir", help="the workflow's base_dir, to find nodes by name")
+    logs.add_argument("--lines", type=int, default=40, help="how many last lines (default 40)")
+    logs.add_argument("--follow", action="store_true",
+                      help="keep printing new lines until the job ends")
+    logs.add_argument("--plugin-args", help="the run's plugin_args as JSON (where its jobs "
+                                            "are: queue, region, endpoint)")
+    logs.set_defaults(func=_logs)
     return top
 
 

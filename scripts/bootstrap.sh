@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything nipype-batch's local stack and tests need on a fresh Debian machine:
-# Docker daemon, mmdebstrap and Debian's registry (apt), the Python package with its test
-# extras (pip), and the default base image. Safe to run again: each step is skipped when done.
+# Docker daemon, mmdebstrap, Debian's registry and chromium (apt; the report's browser test),
+# the Python package with its test extras (pip), and the default base image. Safe to run
+# again: each step is skipped when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -27,7 +29,7 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 1; }
 fi
 
-if ! "$PY" -c "import nipype_batch, moto, pytest, dipy" >/dev/null 2>&1; then
+if ! "$PY" -c "import nipype_batch, moto, pytest, dipy, matplotlib" >/dev/null 2>&1; then
   echo "bootstrap: installing nipype-batch with its test extras"
   "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 fi

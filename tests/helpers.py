@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nipype_batch.report import HTML_NAME, PNG_NAME
 from nipype_batch.staging import is_bookkeeping
 
 # Files whose bytes legitimately differ between runs (timings, hosts, pickled environments),
 # or that only one plugin writes.
-_RUN_SPECIFIC = ("d3.js", "graph.json", "graph1.json", "index.html", "crashstore.pklz")
+_RUN_SPECIFIC = ("d3.js", "graph.json", "graph1.json", "index.html", "crashstore.pklz",
+                 HTML_NAME, PNG_NAME)
 
 
 def node_dirs(work: Path) -> set[str]:
