@@ -21,6 +21,7 @@ from .status import JobStatus
 log = logging.getLogger(__name__)
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 ids
+ARRAY_MIN, ARRAY_MAX = 2, 10_000  # children of one array job
 LOG_GROUP = "/aws/batch/job"
 RUNNER_COMMAND = ["python3", "-m", "nipype_batch.runner"]
 
@@ -72,6 +73,19 @@ def container_overrides(resources: JobResources, environment: dict[str, str]) ->
     }
 
 
+def child_job_id(array_job_id: str, index: int) -> str:
+    """The id AWS Batch gives child ``index`` of an array job."""
+    return f"{array_job_id}:{index}"
+
+
+OVERRIDES_LIMIT = 8192  # characters of a job's containerOverrides that Batch accepts
+
+
+def fits_overrides(resources: JobResources, environment: dict[str, str]) -> bool:
+    """Whether a job's container overrides, as SubmitJob sends them, are within Batch's limit."""
+    return len(json.dumps(container_overrides(resources, environment))) <= OVERRIDES_LIMIT
+
+
 class BatchClient:
     """Job definitions, submission, batched status, termination and log tails.
 
@@ -117,8 +131,14 @@ class BatchClient:
         resources: JobResources,
         environment: dict[str, str],
         tags: dict[str, str],
+        array_size: int | None = None,
     ) -> str:
-        """Submit one job; return its id."""
+        """Submit one job, or an array job of ``array_size`` children; return its id.
+
+        A child's id is ``<array job id>:<index>`` (:func:`child_job_id`).
+        """
+        if array_size is not None and not ARRAY_MIN <= array_size <= ARRAY_MAX:
+            raise ValueError(f"array size {array_size} is outside {ARRAY_MIN}..{ARRAY_MAX}")
         kwargs: dict[str, Any] = {
             "jobName": name,
             "jobQueue": queue,
@@ -130,6 +150,8 @@ class BatchClient:
         }
         if resources.timeout_s:
             kwargs["timeout"] = {"attemptDurationSeconds": resources.timeout_s}
+        if array_size is not None:
+            kwargs["arrayProperties"] = {"size": array_size}
         try:
             return self.batch.submit_job(**kwargs)["jobId"]
         except (ClientError, BotoCoreError) as exc:
@@ -157,6 +179,10 @@ class BatchClient:
                 status = JobStatus.from_description(job)
                 statuses[status.job_id] = status
         return statuses
+
+    def describe_children(self, array_job_id: str, indices: Iterable[int]) -> dict[str, JobStatus]:
+        """Status of some children of an array job (only when needed: the parent summarises)."""
+        return self.describe(child_job_id(array_job_id, i) for i in indices)
 
     def terminate(self, job_ids: Iterable[str], reason: str) -> list[str]:
         """Terminate jobs (any state); return the ids that could not be terminated."""

@@ -27,12 +27,14 @@ from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins.base import DistributedPluginBase
 from nipype.utils.filemanip import loadpkl, savepkl
 
+from .arrays import array_job_name, group_for_arrays, mapflow_parent
+from .batch_client import child_job_id, fits_overrides
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .cloud import Cloud, connect
 from .errors import BatchJobError
 from .journal import Journal
 from .preflight import preflight
-from .protocol import PAYLOAD_ENV
+from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
 from .resources import JobResources, resources_for, runs_on_driver
 from .settings import BatchSettings
@@ -60,6 +62,20 @@ class SubmittedJob:
     image: str
     resources: JobResources
     hashvalue: str
+    array_job_id: str | None = None  # set for a child of an array job
+    array_index: int | None = None
+
+
+@dataclass
+class PreparedJob:
+    """A node staged and pickled, waiting for the end of the pass to be submitted."""
+
+    taskid: int
+    job: SubmittedJob
+    payload: dict[str, Any]
+    environment: dict[str, str]
+    tags: dict[str, str]
+    array_group: str | None  # the MapNode directory of a subnode: its siblings share an array
 
 
 class BatchPlugin(DistributedPluginBase):
@@ -80,6 +96,11 @@ class BatchPlugin(DistributedPluginBase):
 
     def _reset_run_state(self) -> None:
         self._jobs: dict[int, SubmittedJob] = {}
+        self._prepared: list[PreparedJob] = []
+        self._array_statuses: dict[str, JobStatus] = {}
+        self._array_children: Counter[str] = Counter()  # children in flight per array
+        self._done_on_driver: set[int] = set()
+        self._listings: dict[str, set[str]] = {}
         self._local_failures: dict[int, list[str]] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._next_poll = 0.0
@@ -91,6 +112,7 @@ class BatchPlugin(DistributedPluginBase):
         self._next_taskid = 0
         self._last_progress: tuple = ()
         self.submitted_job_ids: list[str] = []
+        self.array_job_ids: list[str] = []
         self.resumed_job_ids: list[str] = []
         self._recovered: set[int] = set()
         self._journal = Journal(tempfile.gettempdir())
@@ -184,7 +206,11 @@ class BatchPlugin(DistributedPluginBase):
         ready = np.nonzero(~self.proc_done & (self.depidx.sum(0) == 0))[1]
         for jobid in ready:
             self._materialise_upstream(self.procs[jobid])
-        super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+        try:
+            super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+        finally:
+            # Everything made ready in this pass goes out now, siblings as one array job.
+            self._submit_prepared()
 
     def _materialise_upstream(self, node: Any) -> None:
         if node._id in self._materialised:
@@ -205,16 +231,90 @@ class BatchPlugin(DistributedPluginBase):
             hashvalue = node._get_hashval()[1]
             if self._resume(node, hashvalue, taskid):
                 return taskid
-            job = self._submit_node(node, updatehash, taskid, hashvalue)
+            if self._collect_mapnode_on_driver(node):
+                self._done_on_driver.add(taskid)
+                return taskid
+            self._prepared.append(self._prepare(node, updatehash, taskid, hashvalue))
         except Exception:
             self._local_failures[taskid] = format_exception(*sys.exc_info())
-            return taskid
-        self._jobs[taskid] = job
-        self.submitted_job_ids.append(job.job_id)
-        self._journal.record(job.node_dir, hashvalue, _journal_entry(job))
-        log.info("Submitted %s as job %s (%d vCPU, %d MiB)", node.fullname, job.job_id,
-                 job.resources.vcpus, job.resources.memory_mb)
         return taskid
+
+    def _collect_mapnode_on_driver(self, node: Any) -> bool:
+        """Finish a MapNode whose subnodes all ran as jobs, here rather than as one more job.
+
+        Nipype runs a MapNode after its subnodes, re-running each as a cache hit to collate
+        their results. Their results are already on the driver; a job would download every
+        subnode directory first. Falls back to a job if any subnode is not a cache hit here.
+        """
+        if not isinstance(node, MapNode) or node.num_subnodes() < 2:
+            return False
+        subnodes = (sub for _index, sub in node._make_nodes(node.output_dir()))
+        if not all(sub.is_cached()[0] for sub in subnodes):
+            return False
+        node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
+        started = time.monotonic()
+        node.run()
+        log.info("Collated %s from %d subnode results on the driver in %.1f s", node.fullname,
+                 node.num_subnodes(), time.monotonic() - started)
+        return True
+
+    def _submit_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, []
+        for group in group_for_arrays(prepared, lambda p: (
+                p.array_group and (p.array_group, p.job.queue, p.job.definition,
+                                   p.job.resources))):
+            try:
+                if len(group) == 1:
+                    self._submit_one(group[0])
+                else:
+                    self._submit_array(group)
+            except Exception:
+                failure = format_exception(*sys.exc_info())
+                for item in group:
+                    self._local_failures[item.taskid] = failure
+
+    def _submit_one(self, item: PreparedJob) -> None:
+        stager = self.cloud.stager
+        key = stager.control_key(self.run_id, f"{item.taskid}-{item.job.job_name}.json")
+        payload_uri = stager.put_bytes(key, json.dumps(item.payload).encode())
+        job = item.job
+        job.job_id = self.cloud.batch.submit(
+            job.job_name, job.queue, job.definition, job.resources,
+            {**item.environment, PAYLOAD_ENV: payload_uri}, item.tags,
+        )
+        self._track(item.taskid, job)
+        log.info("Submitted %s as job %s (%d vCPU, %d MiB)", item.tags["nipype-batch:node"],
+                 job.job_id, job.resources.vcpus, job.resources.memory_mb)
+
+    def _submit_array(self, group: list[PreparedJob]) -> None:
+        """One array job for ``group``; child ``i`` reads payload ``<prefix>/i.json``."""
+        stager = self.cloud.stager
+        first = group[0].job
+        name = array_job_name(first.job_name)
+        folder = stager.control_key(self.run_id, f"{group[0].taskid}-{name}")
+        for index, item in enumerate(group):
+            stager.put_bytes(f"{folder}/{index}.json", json.dumps(item.payload).encode())
+        template = f"s3://{stager.bucket}/{folder}/{ARRAY_INDEX_PLACEHOLDER}.json"
+        tags = {**group[0].tags, "nipype-batch:node": group[0].array_group[-256:]}
+        tags.pop("nipype-batch:hash", None)
+        array_id = self.cloud.batch.submit(
+            name, first.queue, first.definition, first.resources,
+            {**group[0].environment, PAYLOAD_ENV: template}, tags, array_size=len(group),
+        )
+        self.array_job_ids.append(array_id)
+        for index, item in enumerate(group):
+            item.job.job_id = child_job_id(array_id, index)
+            item.job.array_job_id, item.job.array_index = array_id, index
+            self._track(item.taskid, item.job)
+        log.info("Submitted %d nodes of %s as array job %s (%d vCPU, %d MiB each)", len(group),
+                 group[0].array_group, array_id, first.resources.vcpus, first.resources.memory_mb)
+
+    def _track(self, taskid: int, job: SubmittedJob) -> None:
+        self._jobs[taskid] = job
+        if job.array_job_id:
+            self._array_children[job.array_job_id] += 1
+        self.submitted_job_ids.append(job.job_id)
+        self._journal.record(job.node_dir, job.hashvalue, _journal_entry(job))
 
     def _resume(self, node: Any, hashvalue: str, taskid: int) -> bool:
         """Pick up what an earlier driver left: a job still in flight, or a finished result.
@@ -246,8 +346,7 @@ class BatchPlugin(DistributedPluginBase):
     def _fetch_committed(self, node: Any, node_dir: str, hashvalue: str) -> bool:
         """Fetch a successful result for these exact inputs from S3, if one was committed."""
         stager = self.cloud.stager
-        names = {os.path.relpath(stager.path_for(key), node_dir)
-                 for key, _size in stager.list_tree(node_dir)}
+        names = self._committed_names(node_dir)
         if f"result_{node.name}.pklz" not in names or f"_0x{hashvalue}.json" not in names:
             return False
         if not isinstance(node, MapNode):
@@ -259,8 +358,25 @@ class BatchPlugin(DistributedPluginBase):
             shutil.rmtree(node_dir, ignore_errors=True)
         return False
 
-    def _submit_node(self, node: Any, updatehash: bool, taskid: int,
-                     hashvalue: str) -> SubmittedJob:
+    def _committed_names(self, node_dir: str) -> set[str]:
+        """Names of the files S3 holds for a node directory.
+
+        A MapNode's subnodes are looked up with one listing of their shared ``mapflow``
+        folder rather than one listing each.
+        """
+        parent = mapflow_parent(node_dir)
+        if parent is None:
+            return {os.path.relpath(self.cloud.stager.path_for(key), node_dir)
+                    for key, _size in self.cloud.stager.list_tree(node_dir)}
+        folder = os.path.join(parent, "mapflow")
+        if folder not in self._listings:
+            self._listings[folder] = {self.cloud.stager.path_for(key)
+                                      for key, _size in self.cloud.stager.list_tree(folder)}
+        prefix = node_dir.rstrip("/") + "/"
+        return {path[len(prefix):] for path in self._listings[folder] if path.startswith(prefix)}
+
+    def _prepare(self, node: Any, updatehash: bool, taskid: int,
+                 hashvalue: str) -> PreparedJob:
         cloud = self.cloud
         resources = resources_for(node, self.settings)
         image = self._image_for(resources)
@@ -285,25 +401,27 @@ class BatchPlugin(DistributedPluginBase):
             "node_pickle_key": node_key,
             "inputs": [vars(s) for s in staged],
         }
-        payload_uri = cloud.stager.put_bytes(
-            cloud.stager.control_key(self.run_id, f"{taskid}-{job_name}.json"),
-            json.dumps(payload).encode(),
-        )
+        environment = {**self.settings.environment, **cloud.job_environment}
+        # the longest payload URI this job may get (an array child's is a little longer)
+        uri = "s3://{}/{}/{}".format(cloud.stager.bucket, cloud.stager.control_key(
+            self.run_id, f"{taskid}-{job_name}"), "x" * 24)
+        if not fits_overrides(resources, {**environment, PAYLOAD_ENV: uri}):
+            # Too large for Batch's 8192-character overrides: the runner sets them instead.
+            payload["environment"] = self.settings.environment
+            environment = dict(cloud.job_environment)
         queue = resources.job_queue or cloud.job_queue
         tags = {
             "nipype-batch:run": self.run_id,
             "nipype-batch:node": node.fullname[-256:],
             "nipype-batch:hash": hashvalue,
         }
-        job_id = cloud.batch.submit(
-            job_name, queue, definition, resources,
-            {**self.settings.environment, **cloud.job_environment, PAYLOAD_ENV: payload_uri}, tags,
-        )
-        return SubmittedJob(
-            job_id=job_id, job_name=job_name, node_name=node.name, node_dir=node_dir,
+        job = SubmittedJob(
+            job_id="", job_name=job_name, node_name=node.name, node_dir=node_dir,
             is_mapnode=isinstance(node, MapNode), queue=queue, definition=definition,
             image=image, resources=resources, hashvalue=hashvalue,
         )
+        return PreparedJob(taskid=taskid, job=job, payload=payload, environment=environment,
+                           tags=tags, array_group=mapflow_parent(node_dir))
 
     def _stage_inputs(self, node: Any, node_dir: str) -> list[StagedPath]:
         """Upload the local files a node's inputs name; list every path the job must fetch."""
@@ -331,7 +449,7 @@ class BatchPlugin(DistributedPluginBase):
     # ---- status and results ----------------------------------------------------------------
 
     def _get_result(self, taskid: int) -> dict[str, Any] | None:
-        if taskid in self._recovered:
+        if taskid in self._recovered or taskid in self._done_on_driver:
             return {"result": None, "traceback": None, "hostname": None}
         if taskid in self._local_failures:
             return {"result": None, "traceback": self._local_failures[taskid],
@@ -355,17 +473,44 @@ class BatchPlugin(DistributedPluginBase):
                     "hostname": socket.gethostname()}
 
     def _refresh_statuses(self) -> None:
-        in_flight = [job.job_id for job in self._jobs.values()]
-        self._statuses.update(self.cloud.batch.describe(in_flight))
+        """One DescribeJobs per 100 jobs or arrays in flight; an array's children are described
+        only once the array has ended, to learn each one's outcome."""
+        in_flight = list(self._jobs.values())
+        top = {job.array_job_id or job.job_id for job in in_flight}
+        for job_id, status in self.cloud.batch.describe(top).items():
+            if job_id in self._array_statuses or status.array_summary is not None:
+                self._array_statuses[job_id] = status
+            else:
+                self._statuses[job_id] = status
+        ended = {a for a, status in self._array_statuses.items() if status.state.done}
+        waiting: dict[str, list[int]] = {}
+        for job in in_flight:
+            if job.array_job_id in ended and job.job_id not in self._statuses:
+                waiting.setdefault(job.array_job_id, []).append(job.array_index)
+        for array_id, indices in waiting.items():
+            self._statuses.update(self.cloud.batch.describe_children(array_id, indices))
+        states = self._current_states(in_flight, top)
         self._poll_interval = next_poll_interval(
-            (self._statuses[j].state for j in in_flight if j in self._statuses),
-            self._poll_interval, self.settings.poll_min_s, self.settings.poll_max_s)
+            states.elements(), self._poll_interval, self.settings.poll_min_s,
+            self.settings.poll_max_s)
         self._next_poll = time.monotonic() + self._poll_interval
-        counts = Counter(self._statuses[j].state.value for j in in_flight if j in self._statuses)
-        progress = tuple(sorted(counts.items()))
+        progress = tuple(sorted((state.value, n) for state, n in states.items()))
         if progress != self._last_progress:
             log.info("AWSBatch jobs: %s", ", ".join(f"{n} {s.lower()}" for s, n in progress))
             self._last_progress = progress
+
+    def _current_states(self, in_flight: list[SubmittedJob], top: set[str]) -> Counter:
+        """How many jobs in flight are in each state; an array counts its children."""
+        states: Counter = Counter()
+        for job in in_flight:
+            if job.job_id in self._statuses:
+                states[self._statuses[job.job_id].state] += 1
+        for array_id in top & set(self._array_statuses):
+            summary = self._array_statuses[array_id].array_summary or {}
+            for state, count in summary.items():
+                if count and state not in ("SUCCEEDED", "FAILED"):
+                    states[JobState(state)] += count
+        return states
 
     def _collect(self, job: SubmittedJob, status: JobStatus) -> dict[str, Any]:
         """Bring a finished job's node directory home and answer as Nipype expects."""
@@ -374,11 +519,14 @@ class BatchPlugin(DistributedPluginBase):
             shutil.rmtree(job.node_dir, ignore_errors=True)  # as Nipype empties a re-run node
         fetched = stager.fetch_node_dir(job.node_dir, everything=bool(self.settings.fetch_outputs))
         runner = read_provenance(job.node_dir).get("runner", {})
-        write_job_record(job.node_dir, job_record(
+        record = job_record(
             job_id=job.job_id, job_name=job.job_name, job_queue=job.queue,
             job_definition=job.definition, image=job.image, resources=job.resources,
             status=status, log_stream=status.log_stream,
-        ))
+        )
+        if job.array_job_id is not None:
+            record.update(array_job_id=job.array_job_id, array_index=job.array_index)
+        write_job_record(job.node_dir, record)
         result_file = os.path.join(job.node_dir, f"result_{job.node_name}.pklz")
         if status.state is JobState.SUCCEEDED and fetched and not runner.get("node_failed"):
             return {"result": None, "traceback": None, "hostname": runner.get("hostname")}
@@ -412,7 +560,14 @@ class BatchPlugin(DistributedPluginBase):
         job = self._jobs.pop(taskid, None)
         if job is not None:
             self._journal.forget(job.node_dir, job.hashvalue)
+            self._statuses.pop(job.job_id, None)
+            if job.array_job_id:
+                self._array_children[job.array_job_id] -= 1
+                if not self._array_children[job.array_job_id]:
+                    self._array_statuses.pop(job.array_job_id, None)
+                    del self._array_children[job.array_job_id]
         self._recovered.discard(taskid)
+        self._done_on_driver.discard(taskid)
         self._local_failures.pop(taskid, None)
 
     def _clean_queue(self, jobid: int, graph: Any, result: dict[str, Any] | None = None) -> Any:
@@ -425,7 +580,8 @@ class BatchPlugin(DistributedPluginBase):
     def _cancel_in_flight(self) -> None:
         if not self._jobs or self._cloud is None:
             return
-        ids = [job.job_id for job in self._jobs.values()]
+        # Terminating an array job terminates its children.
+        ids = list(dict.fromkeys(job.array_job_id or job.job_id for job in self._jobs.values()))
         log.warning("Run stopped with %d jobs in flight: terminating %s", len(ids), ", ".join(ids))
         left = self._cloud.batch.terminate(ids, reason=f"nipype-batch run {self.run_id} stopped")
         if left:

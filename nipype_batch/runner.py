@@ -24,6 +24,7 @@ from .protocol import (
     EXIT_RUNNER_FAILED,
     PAYLOAD_ENV,
     PROVENANCE_FILE,
+    payload_uri_for,
 )
 
 
@@ -54,6 +55,9 @@ def _outputs_dict(outputs: Any) -> dict[str, Any]:
 
 def run_payload(payload: dict[str, Any], stager: Any) -> int:
     """Stage in, run the node, stage out; return the process exit code."""
+    # Variables too large for the job's container overrides travel in the payload; set them
+    # before Nipype (and numpy, which reads OMP_NUM_THREADS and the like) is imported.
+    os.environ.update(payload.get("environment") or {})
     from nipype import config, logging
     from nipype.utils.filemanip import loadpkl, savepkl
 
@@ -122,7 +126,7 @@ def main() -> int:
         return EXIT_RUNNER_FAILED
     try:
         s3 = _s3_client()
-        bucket, key = split_s3_uri(uri)
+        bucket, key = split_s3_uri(payload_uri_for(uri, dict(os.environ)))
         payload = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         stager = Stager(s3, payload["bucket"], payload["prefix"])
         return run_payload(payload, stager)

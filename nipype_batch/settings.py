@@ -7,7 +7,6 @@ overrides (``node.plugin_args``) are resolved in :mod:`nipype_batch.resources`.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -17,10 +16,6 @@ from .errors import ConfigurationError
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
 Backend = Literal["local", "aws"]
-
-# Characters of a job's containerOverrides left for the user's environment: Batch allows 8192,
-# resources and the payload URI (the payload itself is in S3) take the rest.
-ENVIRONMENT_BUDGET = 7000
 
 # Credentials that must never travel in a job's environment (jobs get theirs from a role).
 SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -106,7 +101,10 @@ class BatchSettings:
     )
     environment: dict[str, str] = field(
         default_factory=dict,
-        metadata=_meta("Extra environment variables for every job, e.g. {'OMP_NUM_THREADS': '1'}."),
+        metadata=_meta(
+            "Extra environment variables for every job, e.g. {'OMP_NUM_THREADS': '1'}. Beyond "
+            "what a job's overrides hold (about 7000 characters) they travel in its S3 payload."
+        ),
     )
     job_role_arn: str | None = field(
         default=None, metadata=_meta("IAM role the jobs assume (S3 access to the bucket).")
@@ -241,15 +239,6 @@ class BatchSettings:
             raise ConfigurationError(
                 f"environment={self.environment!r} must map names to string values, "
                 "e.g. {'OMP_NUM_THREADS': '1'}."
-            )
-        # measured as SubmitJob sends it: a list of {"name": ..., "value": ...}
-        env_size = len(json.dumps([{"name": k, "value": v}
-                                   for k, v in self.environment.items()]))
-        if env_size > ENVIRONMENT_BUDGET:
-            raise ConfigurationError(
-                f"plugin_args['environment'] takes {env_size} characters; AWS Batch allows 8192 "
-                "for all of a job's overrides, of which nipype-batch needs about 1000. Put large "
-                "settings in a file the nodes read, or in the image."
             )
         leaked = sorted(set(self.environment) & set(SECRET_NAMES))
         if leaked and self.backend == "aws" and not self.endpoint_url:

@@ -38,6 +38,8 @@ class JobStatus:
     stopped_at: int | None = None
     log_stream: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # An array job's parent: how many children are in each state (the API's statusSummary).
+    array_summary: dict[str, int] | None = None
 
     @classmethod
     def from_description(cls, job: dict[str, Any]) -> JobStatus:
@@ -57,6 +59,7 @@ class JobStatus:
             stopped_at=job.get("stoppedAt"),
             log_stream=log_stream,
             attempts=attempts,
+            array_summary=(job.get("arrayProperties") or {}).get("statusSummary") or None,
         )
 
 

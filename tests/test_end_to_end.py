@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from nipype import Function, Node, Workflow
-from nipype.utils.filemanip import loadcrash
+from nipype.utils.filemanip import loadcrash, loadpkl
 
 from examples.demo.workflow import build_workflow, make_inputs
 from nipype_batch import BatchPlugin
@@ -35,8 +35,10 @@ def test_demo_matches_linear_and_rerun_submits_nothing(tmp_path, local_args):
     _demo(tmp_path / "batch", data).run(plugin=plugin)
     assert events.count("start") == events.count("end") > 0
 
-    # files between nodes, a MapNode (3 subnodes x 2 subjects), iterables and a JoinNode
-    assert len(plugin.submitted_job_ids) == 2 + 6 + 2 + 2 + 1
+    # files between nodes, a MapNode (3 subnodes x 2 subjects: 2 array jobs, each MapNode
+    # collated on the driver), iterables and a JoinNode
+    assert len(plugin.submitted_job_ids) == 2 + 6 + 2 + 1
+    assert len(plugin.array_job_ids) == 2
     assert node_dirs(tmp_path / "linear" / "work") == node_dirs(tmp_path / "batch" / "work")
     compared = assert_same_tree(tmp_path / "linear" / "work", tmp_path / "batch" / "work")
     assert compared >= 10
@@ -272,3 +274,26 @@ def test_utility_nodes_run_on_the_driver_without_a_base_dir(local_args):
     assert len(plugin.submitted_job_ids) == 3  # three, four, total; the merge ran here
     (done,) = [n for n in result.nodes() if n.name == "total"]
     assert done.result.outputs.out == 7
+
+
+def _read_environment(names):
+    import os
+
+    return [os.environ.get(name) for name in names]
+
+
+def test_environment_too_large_for_overrides_travels_in_the_payload(tmp_path, local_args):
+    big = {f"VAR_{i}": f"{i}-" + "x" * 120 for i in range(80)}  # ~10,000 characters
+    wf = Workflow(name="bigenv", base_dir=str(tmp_path))
+    node = Node(Function(input_names=["names"], output_names=["values"],
+                         function=_read_environment), name="read")
+    node.inputs.names = ["VAR_0", "VAR_79"]
+    wf.add_nodes([node])
+    plugin = BatchPlugin({**local_args, "environment": big})
+    wf.run(plugin=plugin)
+
+    result = loadpkl(str(tmp_path / "bigenv" / "read" / "result_read.pklz"))
+    assert result.outputs.values == [big["VAR_0"], big["VAR_79"]]
+    (job,) = plugin.cloud.batch.batch.describe_jobs(jobs=plugin.submitted_job_ids)["jobs"]
+    sent = {e["name"] for e in job["container"]["environment"]}
+    assert "VAR_0" not in sent and "NIPYPE_BATCH_PAYLOAD" in sent

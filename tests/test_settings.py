@@ -8,6 +8,7 @@ from dataclasses import fields
 import pytest
 
 from nipype_batch.errors import ConfigurationError
+from nipype_batch.resources import JobResources
 from nipype_batch.settings import BACKEND_ENV, BatchSettings, describe_settings
 
 AWS_ARGS = {"job_queue": "my-queue", "bucket": "s3://my-bucket/runs"}
@@ -246,24 +247,29 @@ def test_describe_settings_covers_every_field_with_help() -> None:
     assert defaults["backend"] == "None"
 
 
-def test_environment_must_fit_in_batch_container_overrides() -> None:
+def test_a_large_environment_is_accepted_it_travels_in_the_payload() -> None:
+    from nipype_batch.batch_client import fits_overrides
+
     big = {f"VAR_{i}": "x" * 100 for i in range(80)}
-    with pytest.raises(ConfigurationError, match=r"takes \d+ characters; AWS Batch allows 8192"):
-        BatchSettings.from_plugin_args({"environment": big})
-    BatchSettings.from_plugin_args({"environment": {"OMP_NUM_THREADS": "1"}})
+    assert BatchSettings.from_plugin_args({"environment": big}).environment == big
+    resources = JobResources(vcpus=1, memory_mb=2048, gpus=0, timeout_s=None, job_queue=None,
+                             image=None, base_image=None, run_on_driver=False)
+    assert not fits_overrides(resources, big)
+    assert fits_overrides(resources, {"OMP_NUM_THREADS": "1"})
 
 
-def test_container_overrides_of_a_job_stay_under_batch_limit() -> None:
+def test_fits_overrides_measures_what_submit_job_sends() -> None:
     import json
 
-    from nipype_batch.batch_client import container_overrides
-    from nipype_batch.resources import JobResources
+    from nipype_batch.batch_client import container_overrides, fits_overrides
 
-    env = {f"V{i}": "x" * 60 for i in range(77)}  # just under the settings budget
-    BatchSettings.from_plugin_args({"environment": env})
-    with pytest.raises(ConfigurationError, match="AWS Batch allows 8192"):
-        BatchSettings.from_plugin_args({"environment": {**env, "V77": "x" * 60, "V78": "x"}})
-    env["NIPYPE_BATCH_PAYLOAD"] = "s3://" + "b" * 63 + "/" + "k" * 900
     resources = JobResources(vcpus=96, memory_mb=786432, gpus=8, timeout_s=86400,
                              job_queue="q", image=None, base_image=None, run_on_driver=False)
+    env = {"NIPYPE_BATCH_PAYLOAD": "s3://" + "b" * 63 + "/" + "k" * 900}
+    i = 0
+    while fits_overrides(resources, env):
+        env[f"V{i}"] = "x" * 60
+        i += 1
+    assert len(json.dumps(container_overrides(resources, env))) > 8192
+    env.pop(f"V{i - 1}")
     assert len(json.dumps(container_overrides(resources, env))) <= 8192

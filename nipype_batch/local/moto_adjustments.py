@@ -17,6 +17,12 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
 5. moto sleeps a fixed 0.5 s at each of four job state changes and polls each container every
    0.5 s: about 2.5 s of every job on a 2-core machine, which no real queue's timing resembles
    anyway. The states still pass in order, just sooner (0.05 s steps, 0.2 s container polls).
+6. Array jobs: moto gives children no ``AWS_BATCH_JOB_ARRAY_INDEX`` and appends every child's
+   ``AWS_BATCH_JOB_ID`` to one environment list they all share (so children race, and each
+   DescribeJobs grows it); a child that fails leaves the parent SUBMITTED forever; terminating
+   the parent leaves its children running; children ignore the submitted retry strategy. Real
+   Batch gives each child its index, ends the parent FAILED when any child failed (once all
+   are done), and terminates the children with the parent.
 """
 
 from __future__ import annotations
@@ -55,9 +61,56 @@ def apply() -> None:
         return result
 
     Job.describe = describe
+    _adjust_arrays(Job)
     _add_retries(Job)
     _shorten_sleeps()
     _APPLIED = True
+
+
+def _adjust_arrays(job_class: Any) -> None:
+    from datetime import datetime
+
+    original_property = job_class._get_container_property
+    original_describe = job_class.describe
+    original_terminate = job_class.terminate
+
+    def get_container_property(self: Any, p: str, default: Any) -> Any:
+        if p != "environment":
+            return original_property(self, p, default)
+        own = {e["name"]: e["value"] for e in self.job_definition.container_properties.get(
+            "environment", [])}
+        own.update({e["name"]: e["value"]
+                    for e in (self.container_overrides or {}).get("environment", [])})
+        own["AWS_BATCH_JOB_ID"] = self.job_id
+        if "index" in (self.array_properties or {}):
+            own["AWS_BATCH_JOB_ARRAY_INDEX"] = str(self.array_properties["index"])
+        return [{"name": k, "value": v} for k, v in own.items()]
+
+    def describe(self: Any) -> dict[str, Any]:
+        result = original_describe(self)
+        children = self._child_jobs
+        if children:
+            summary = result["arrayProperties"]["statusSummary"]
+            done = summary["SUCCEEDED"] + summary["FAILED"]
+            if summary["FAILED"] and done == len(children):
+                if not self.job_stopped:
+                    self.job_stopped = True
+                    self.job_stopped_at = datetime.now()
+                self.status = "FAILED"
+                result["status"] = "FAILED"
+                result.setdefault("statusReason", f"{summary['FAILED']} child jobs failed")
+            elif summary["SUCCEEDED"] < len(children) and done < len(children):
+                result["status"] = "PENDING"  # as Batch shows a parent whose children run
+        return result
+
+    def terminate(self: Any, reason: str) -> None:
+        original_terminate(self, reason)
+        for child in self._child_jobs or []:
+            child.terminate(reason)
+
+    job_class._get_container_property = get_container_property
+    job_class.describe = describe
+    job_class.terminate = terminate
 
 
 def _add_retries(job_class: Any) -> None:
@@ -76,8 +129,9 @@ def _add_retries(job_class: Any) -> None:
         strategy = self._get_param("retryStrategy")
         if strategy:
             job = self.batch_backend.get_job_by_id(json.loads(answer)["jobId"])
-            if job is not None:
-                job.nb_retry_strategy = strategy
+            for each in [job, *((job and job._child_jobs) or [])]:
+                if each is not None:
+                    each.nb_retry_strategy = strategy
         return answer
 
     def will_retry(job: Any) -> bool:
