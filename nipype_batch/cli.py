@@ -26,6 +26,14 @@ EXAMPLES = """examples:
   nipype-batch build my_study.py:workflow
   nipype-batch build my_study.py:make_workflow --plugin-args '{"backend": "local"}'
   nipype-batch build mylab.pipelines:dwi_workflow --json
+  nipype-batch infra up --name lab --region us-east-1   # bucket, roles, queue; profile 'lab'
+"""
+
+INFRA_EXAMPLES = """examples:
+  nipype-batch infra up --name lab --platform spot --max-vcpus 256 --region us-east-1
+  nipype-batch infra show --name lab
+  nipype-batch infra down --name lab          # asks first; refuses while jobs run
+  nipype-batch infra up --local --name try    # on the shared local stack (nipype-batch local up)
 """
 
 
@@ -266,6 +274,12 @@ def _connect(args: argparse.Namespace) -> Any:
         json.loads(args.plugin_args) if args.plugin_args else {}))
 
 
+def _infra(args: argparse.Namespace) -> int:
+    from .infra_cli import run
+
+    return run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     top = argparse.ArgumentParser(
@@ -353,6 +367,33 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--plugin-args", help="the run's plugin_args as JSON (where its jobs "
                                             "are: queue, region, endpoint)")
     logs.set_defaults(func=_logs)
+    infra = sub.add_parser(
+        "infra", help="create, show or remove the AWS resources a run needs (bucket, ECR "
+                      "repository, roles, compute environment, queue) and their named profile",
+        epilog=INFRA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    infra.add_argument("action", choices=["up", "down", "show"])
+    infra.add_argument("--name", default="default",
+                       help="names the set and its profile: plugin_args={'profile': NAME}")
+    infra.add_argument("--platform", choices=["ec2", "spot", "fargate"],
+                       help="on-demand EC2 (default), Spot, or Fargate")
+    infra.add_argument("--max-vcpus", type=int, help="most vCPUs at once (default 64)")
+    listed = lambda text: [item for item in text.split(",") if item]  # noqa: E731
+    infra.add_argument("--instance-types", type=listed,
+                       help="comma-separated types or families (default: optimal)")
+    infra.add_argument("--subnets", type=listed, help="comma-separated (default: default VPC)")
+    infra.add_argument("--security-groups", type=listed,
+                       help="comma-separated (default: the default VPC's default group)")
+    infra.add_argument("--expire-days", type=int,
+                       help="days before staging data is deleted by the lifecycle rule (30)")
+    infra.add_argument("--yes", action="store_true", help="down: do not ask for confirmation")
+    infra.add_argument("--json", action="store_true", help="print the result as JSON")
+    infra.add_argument("--local", action="store_true",
+                       help="on the shared local stack (`nipype-batch local up`)")
+    infra.add_argument("--region", help="AWS region (default: boto3's, or the profile's)")
+    infra.add_argument("--endpoint-url", help="an AWS-compatible endpoint (emulators)")
+    infra.add_argument("--aws-profile", help="named AWS profile for credentials")
+    infra.set_defaults(func=_infra)
     return top
 
 

@@ -101,7 +101,7 @@ def connect(settings: BatchSettings) -> Cloud:
         batch=BatchClient(client("batch"), client("logs")),
         stager=Stager(client("s3"), bucket, prefix),
         job_queue=settings.job_queue or "",
-        registry=EcrRegistry(client("ecr")),
+        registry=EcrRegistry(client("ecr"), settings.ecr_repository),
         sts=client("sts"),
         job_environment=env,
         base_image=settings.base_image or DEFAULT_BASE_IMAGE,

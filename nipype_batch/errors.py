@@ -23,3 +23,7 @@ class StagingError(NipypeBatchError):
 
 class BatchJobError(NipypeBatchError):
     """AWS Batch refused a request or lost a job."""
+
+
+class InfrastructureError(NipypeBatchError):
+    """``nipype-batch infra`` cannot make, show or remove the resources a run needs."""

@@ -44,6 +44,13 @@ class BatchSettings:
     Parameters are documented by each field's ``help`` metadata; see :func:`describe_settings`.
     """
 
+    profile: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Name of a profile made by `nipype-batch infra up --name NAME`: its queue, bucket, "
+            "region, job role and repository become the defaults of the other keys."
+        ),
+    )
     backend: Backend | None = field(
         default=None,
         metadata=_meta(
@@ -83,6 +90,10 @@ class BatchSettings:
             "A ready image for every job, used as is (checked: same Python, nipype and "
             "cloudpickle as the driver, and nipype-batch inside)."
         ),
+    )
+    ecr_repository: str = field(
+        default="nipype-batch",
+        metadata=_meta("ECR repository of the job images on 'aws' (created if missing)."),
     )
     base_image: str | None = field(
         default=None,
@@ -167,6 +178,10 @@ class BatchSettings:
                     f"plugin_args key {key!r} is not an AWSBatch setting: {FOREIGN_KEYS[key]}."
                 )
             raise ConfigurationError(unknown_key_message(key, known, "plugin_args"))
+        if plugin_args.get("profile"):
+            from .profiles import load_profile
+
+            plugin_args = {**load_profile(plugin_args["profile"]).settings, **plugin_args}
         settings = cls(**plugin_args)
         settings._resolve_defaults()
         settings.validate()

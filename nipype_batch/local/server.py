@@ -44,6 +44,8 @@ def main() -> int:
     moto_adjustments.apply()
     # Job containers share the host network so they reach the emulator on loopback.
     os.environ["MOTO_DOCKER_NETWORK_MODE"] = "host"
+    # Real IAM has AWS-managed policies, which `nipype-batch infra up` attaches by ARN.
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     _host, port = server.get_host_and_port()
