@@ -275,7 +275,7 @@ def _connect(args: argparse.Namespace) -> Any:
 
 
 def _infra(args: argparse.Namespace) -> int:
-    from .infra_cli import run
+    from .infra.command import run
 
     return run(args)
 

@@ -1,5 +1,6 @@
-"""``nipype-batch infra up|down|show``: arguments to an :class:`~nipype_batch.infra.InfraSpec`,
-the confirmation before ``down``, and what is printed. The work is in :mod:`nipype_batch.infra`.
+"""``nipype-batch infra up|down|show``: flags to an :class:`~nipype_batch.infra.InfraSpec`,
+the confirmation before ``down``, and what is printed. The work is done by
+:class:`~nipype_batch.infra.Infrastructure`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import sys
 from dataclasses import asdict, fields
 from typing import Any
 
-from .errors import ConfigurationError, InfrastructureError
-from .infra import InfraSpec, Resource, connect_infra
-from .profiles import Profile, load_profile, profile_path
+from ..errors import ConfigurationError, InfrastructureError
+from ..profiles import Profile, load_profile, profile_path
+from .infrastructure import connect_infra
+from .spec import InfraSpec, Resource
 
 
 def _previous(name: str) -> Profile | None:
@@ -38,7 +40,7 @@ def _where(args: argparse.Namespace, previous: Profile | None) -> dict[str, Any]
     settings = previous.settings if previous else {}
     if args.local or (settings.get("backend") == "local" and not (args.region
                                                                   or args.endpoint_url)):
-        from .local import stack
+        from ..local import stack
 
         if stack._running_shared_emulator() is None:
             raise InfrastructureError(
