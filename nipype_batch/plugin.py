@@ -6,6 +6,7 @@ Only Nipype glue lives here; AWS calls are in :mod:`batch_client`, file moves in
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
@@ -30,6 +31,7 @@ from nipype.utils.filemanip import loadpkl, savepkl
 from .arrays import array_job_name, group_for_arrays, mapflow_parent
 from .batch_client import child_job_id, fits_overrides
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
+from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
 from .errors import BatchJobError
 from .journal import Journal
@@ -64,6 +66,7 @@ class SubmittedJob:
     hashvalue: str
     array_job_id: str | None = None  # set for a child of an array job
     array_index: int | None = None
+    bundle_key: str | None = None  # the node's bookkeeping in one object (see bundles)
 
 
 @dataclass
@@ -386,19 +389,21 @@ class BatchPlugin(DistributedPluginBase):
         if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories
             staged.append(StagedPath(node_dir, "remote"))
         job_name = self._job_name(node)
-        node_key = cloud.stager.control_key(self.run_id, f"{taskid}-{job_name}.pklz")
         if hasattr(node, "use_plugin"):
             node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
         with tempfile.TemporaryDirectory() as tmp:
             pickle_path = os.path.join(tmp, "node.pklz")
             savepkl(pickle_path, {"node": node, "updatehash": updatehash})
-            cloud.stager.upload_file(pickle_path, node_key)
+            with open(pickle_path, "rb") as fh:
+                node_pickle = base64.b64encode(fh.read()).decode()
+        bundle_key = cloud.stager.control_key(self.run_id, "bundles", f"{taskid}.tar")
         payload = {
-            "version": 1,
+            "version": 2,
             "bucket": cloud.stager.bucket,
             "prefix": cloud.stager.prefix,
             "node_dir": node_dir,
-            "node_pickle_key": node_key,
+            "node_pickle": node_pickle,  # in the payload: one object per job, not two
+            "bundle_key": bundle_key,
             "inputs": [vars(s) for s in staged],
         }
         environment = {**self.settings.environment, **cloud.job_environment}
@@ -418,7 +423,7 @@ class BatchPlugin(DistributedPluginBase):
         job = SubmittedJob(
             job_id="", job_name=job_name, node_name=node.name, node_dir=node_dir,
             is_mapnode=isinstance(node, MapNode), queue=queue, definition=definition,
-            image=image, resources=resources, hashvalue=hashvalue,
+            image=image, resources=resources, hashvalue=hashvalue, bundle_key=bundle_key,
         )
         return PreparedJob(taskid=taskid, job=job, payload=payload, environment=environment,
                            tags=tags, array_group=mapflow_parent(node_dir))
@@ -517,7 +522,7 @@ class BatchPlugin(DistributedPluginBase):
         stager = self.cloud.stager
         if not job.is_mapnode:
             shutil.rmtree(job.node_dir, ignore_errors=True)  # as Nipype empties a re-run node
-        fetched = stager.fetch_node_dir(job.node_dir, everything=bool(self.settings.fetch_outputs))
+        fetched = self._fetch_finished(job)
         runner = read_provenance(job.node_dir).get("runner", {})
         record = job_record(
             job_id=job.job_id, job_name=job.job_name, job_queue=job.queue,
@@ -555,6 +560,16 @@ class BatchPlugin(DistributedPluginBase):
                 f"(log stream {status.log_stream}) ---\n" + "\n".join(tail) + "\n"
             )
         return {"result": None, "traceback": traceback, "hostname": runner.get("hostname")}
+
+    def _fetch_finished(self, job: SubmittedJob) -> bool:
+        """A finished job's node directory: its bundle in one GET, else file by file."""
+        stager, everything = self.cloud.stager, bool(self.settings.fetch_outputs)
+        bundle = stager.get_bytes(job.bundle_key, missing_ok=True) if job.bundle_key else None
+        if not bundle or not unpack_bookkeeping(bundle, job.node_dir):
+            return stager.fetch_node_dir(job.node_dir, everything=everything)
+        if everything:
+            stager.fetch_node_dir(job.node_dir, everything=True, data_only=True)
+        return True
 
     def _clear_task(self, taskid: int) -> None:
         job = self._jobs.pop(taskid, None)

@@ -10,6 +10,8 @@ Exit codes: 0 the node ran; 3 the node raised (its traceback is in the result fi
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import socket
@@ -35,6 +37,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+@functools.cache  # one per process: a simulated Batch runs many jobs in one worker
 def _s3_client() -> Any:
     import boto3
 
@@ -67,7 +70,9 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     node_dir = payload["node_dir"]
     fetched = sum(stager.download(StagedPath(**item)) for item in payload["inputs"])
     pickle_path = os.path.join(node_dir, "_nipype_batch_node.pklz")
-    stager.download_file(payload["node_pickle_key"], pickle_path, missing_ok=False)
+    os.makedirs(node_dir, exist_ok=True)
+    with open(pickle_path, "wb") as fh:
+        fh.write(base64.b64decode(payload["node_pickle"]))
     timings["staged_in"] = time.time()
 
     info = loadpkl(pickle_path)
@@ -111,7 +116,7 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     for path in output_files:
         if not (path == node_dir or path.startswith(node_dir.rstrip("/") + "/")):
             stager.ensure_uploaded(path)
-    stager.upload_tree(node_dir)
+    stager.upload_tree(node_dir, bundle_key=payload.get("bundle_key"))
     return EXIT_NODE_FAILED if error else 0
 
 

@@ -147,11 +147,13 @@ class Stager:
             return
         self.upload_file(path, key)
 
-    def upload_tree(self, root: str) -> list[str]:
+    def upload_tree(self, root: str, bundle_key: str | None = None) -> list[str]:
         """Mirror ``root`` to S3, the node's result file last (the commit marker).
 
         Objects under the prefix with no local file (a previous attempt's hash or result) are
-        deleted before the result file goes up, so S3 never shows a stale commit.
+        deleted before the result file goes up, so S3 never shows a stale commit. With
+        ``bundle_key``, the bookkeeping files also go up as one object (see :mod:`bundles`)
+        just before the result file.
         """
         files = sorted(_walk_files(root), key=lambda p: is_result_file(os.path.relpath(p, root)))
         local_keys = {self.key_for(p) for p in files}
@@ -167,6 +169,11 @@ class Stager:
                     f"s3://{self.bucket}/{self.key_for(root)}/: {exc}"
                 ) from exc
         for file_path in files:
+            if bundle_key and is_result_file(os.path.relpath(file_path, root)):
+                from .bundles import pack_bookkeeping
+
+                self.put_bytes(bundle_key, pack_bookkeeping(root, files))
+                bundle_key = None
             self.upload_file(file_path)
         return files
 
@@ -219,18 +226,22 @@ class Stager:
                 f"could not list s3://{self.bucket}/{prefix}: {exc}"
             ) from exc
 
-    def fetch_node_dir(self, node_dir: str, everything: bool) -> bool:
+    def fetch_node_dir(self, node_dir: str, everything: bool, data_only: bool = False) -> bool:
         """Bring a finished node's directory to the driver; False if it has no result file.
 
         Only bookkeeping (results, hashes, reports) unless ``everything``; the result file last
-        so that a driver that dies mid-way never sees a half-fetched node as cached.
+        so that a driver that dies mid-way never sees a half-fetched node as cached. With
+        ``data_only`` (the bookkeeping came in a bundle), only the other files, and True.
         """
         entries = []
         for key, _size in self.list_tree(node_dir):
             rel = os.path.relpath(self.path_for(key), node_dir)
-            if everything or is_bookkeeping(rel):
+            if data_only:
+                if not is_bookkeeping(rel):
+                    entries.append((False, key))
+            elif everything or is_bookkeeping(rel):
                 entries.append((is_result_file(rel), key))
-        if not any(is_result for is_result, _ in entries):
+        if not data_only and not any(is_result for is_result, _ in entries):
             return False
         for _is_result, key in sorted(entries):
             self.download_file(key, self.path_for(key), missing_ok=False)
@@ -250,11 +261,13 @@ class Stager:
         self.bytes_up += len(data)
         return f"s3://{self.bucket}/{key}"
 
-    def get_bytes(self, key: str) -> bytes:
-        """Read a control object."""
+    def get_bytes(self, key: str, missing_ok: bool = False) -> bytes | None:
+        """Read a control object (None if it does not exist and ``missing_ok``)."""
         try:
             data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
+            if missing_ok and _is_not_found(exc):
+                return None
             raise StagingError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
         self.bytes_down += len(data)
         return data

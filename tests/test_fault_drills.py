@@ -337,16 +337,18 @@ def test_result_deleted_from_the_bucket_is_a_clear_error(tmp_path, local_args, l
     deleted = []
 
     def delete_result_before_the_driver_looks(params, **_):
-        # someone else removes the committed result just as the driver comes to fetch it
-        if params.get("Prefix") != stager.key_for(square_dir) + "/" or deleted:
+        # someone else removes the committed result (and its bundle) just as the driver comes
+        # to fetch it
+        if "/bundles/" not in params.get("Key", "") or deleted:
             return
         key = stager.key_for(f"{square_dir}/result_square.pklz")
         other = local_stack.client("s3")
         if other.list_objects_v2(Bucket=stager.bucket, Prefix=key).get("KeyCount"):
             other.delete_object(Bucket=stager.bucket, Key=key)  # the job had committed it
+            other.delete_object(Bucket=stager.bucket, Key=params["Key"])
             deleted.append(key)
 
-    stager.s3.meta.events.register("before-parameter-build.s3.ListObjectsV2",
+    stager.s3.meta.events.register("before-parameter-build.s3.GetObject",
                                    delete_result_before_the_driver_looks)
     with pytest.raises(RuntimeError, match=r"ended SUCCEEDED.*left no result file"):
         _two_step(tmp_path, "deleted", 0).run(plugin=plugin)
