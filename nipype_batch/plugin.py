@@ -36,6 +36,7 @@ from .cloud import Cloud, connect
 from .errors import BatchJobError
 from .journal import Journal
 from .preflight import preflight
+from .progress import Progress
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
 from .resources import JobResources, resources_for, runs_on_driver
@@ -107,15 +108,18 @@ class BatchPlugin(DistributedPluginBase):
         self._local_failures: dict[int, list[str]] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._next_poll = 0.0
+        self._graph_changed = True
         self._poll_interval = self.settings.poll_min_s
         self._fatal: Exception | None = None
         self._materialised: set[str] = set()
         self._image_by_base: dict[str, str] = {}
         self.published_images: list[PublishedImage] = []
         self._next_taskid = 0
-        self._last_progress: tuple = ()
+        self._progress = Progress("off")
+        self._log_tails: dict[str, list[str]] = {}
         self.submitted_job_ids: list[str] = []
         self.array_job_ids: list[str] = []
+        self.poll_count = 0  # status polls (each one DescribeJobs per 100 jobs or arrays)
         self.resumed_job_ids: list[str] = []
         self._recovered: set[int] = set()
         self._journal = Journal(tempfile.gettempdir())
@@ -141,6 +145,8 @@ class BatchPlugin(DistributedPluginBase):
         """Run the graph; whatever ends the run, no job it submitted is left running."""
         self._reset_run_state()
         _show_progress()
+        mode = {True: "auto", False: "off"}.get(self.settings.progress, self.settings.progress)
+        self._progress = Progress(str(mode))
         # Nipype sleeps poll_sleep_duration (2 s) after every pass of its loop, so each
         # dependency level waits a full interval. Let the loop tick fast; _get_result polls
         # Batch on its own adaptive schedule (poll_min_s..poll_max_s).
@@ -150,6 +156,20 @@ class BatchPlugin(DistributedPluginBase):
             return super().run(graph, config, updatehash=updatehash)
         finally:
             self._cancel_in_flight()
+            self._progress.close()
+            self._write_report()
+
+    def _write_report(self) -> None:
+        """The run report next to the workflow; a failure here never hides the run's own."""
+        if not self.settings.report or not (self.submitted_job_ids or self.resumed_job_ids):
+            return
+        try:
+            from .report import write_report
+
+            paths = write_report(self._journal.directory.parent.parent, log_tails=self._log_tails)
+            log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
+        except Exception as exc:
+            log.warning("Could not write the run report: %s", exc)
 
     def _prerun_check(self, graph: Any) -> None:
         """Everything that can fail, fails here: before any job is submitted."""
@@ -204,6 +224,15 @@ class BatchPlugin(DistributedPluginBase):
     def _send_procs_to_workers(self, updatehash: bool = False, graph: Any = None) -> None:
         if self._fatal is not None:
             raise self._fatal
+        # Nothing can have become ready unless a task ended since the last pass. Then wait
+        # for the next status poll here: each pass of Nipype's loop walks every pending task
+        # and the whole dependency matrix, most of the driver's CPU at 10,000 jobs.
+        if not self._graph_changed:
+            delay = self._next_poll - time.monotonic()
+            if self._jobs and delay > 0:
+                time.sleep(delay)
+            return
+        self._graph_changed = False
         # Upstream outputs must exist on the driver before Nipype checks a node's cache or
         # sets its inputs (File(exists=True) traits); fetch the ones jobs produced.
         ready = np.nonzero(~self.proc_done & (self.depidx.sum(0) == 0))[1]
@@ -247,12 +276,13 @@ class BatchPlugin(DistributedPluginBase):
 
         Nipype runs a MapNode after its subnodes, re-running each as a cache hit to collate
         their results. Their results are already on the driver; a job would download every
-        subnode directory first. Falls back to a job if any subnode is not a cache hit here.
+        subnode directory first. Falls back to a job if any subnode's result is missing here.
         """
         if not isinstance(node, MapNode) or node.num_subnodes() < 2:
             return False
         subnodes = (sub for _index, sub in node._make_nodes(node.output_dir()))
-        if not all(sub.is_cached()[0] for sub in subnodes):
+        if not all(os.path.exists(os.path.join(sub.output_dir(), f"result_{sub.name}.pklz"))
+                   for sub in subnodes):
             return False
         node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
         started = time.monotonic()
@@ -480,6 +510,7 @@ class BatchPlugin(DistributedPluginBase):
     def _refresh_statuses(self) -> None:
         """One DescribeJobs per 100 jobs or arrays in flight; an array's children are described
         only once the array has ended, to learn each one's outcome."""
+        self.poll_count += 1
         in_flight = list(self._jobs.values())
         top = {job.array_job_id or job.job_id for job in in_flight}
         for job_id, status in self.cloud.batch.describe(top).items():
@@ -499,10 +530,15 @@ class BatchPlugin(DistributedPluginBase):
             states.elements(), self._poll_interval, self.settings.poll_min_s,
             self.settings.poll_max_s)
         self._next_poll = time.monotonic() + self._poll_interval
-        progress = tuple(sorted((state.value, n) for state, n in states.items()))
-        if progress != self._last_progress:
-            log.info("AWSBatch jobs: %s", ", ".join(f"{n} {s.lower()}" for s, n in progress))
-            self._last_progress = progress
+        self._progress.update(self._node_stages(), {s.value: n for s, n in states.items()})
+
+    def _node_stages(self) -> dict[str, int]:
+        """Nodes by stage, from Nipype's own bookkeeping (MapNode subnodes count as nodes)."""
+        failed = len(self._run_errors)
+        return {"waiting": int((~self.proc_done).sum()),
+                "submitted": int(self.proc_pending.sum()),
+                "done": int((self.proc_done & ~self.proc_pending).sum()) - failed,
+                "failed": failed}
 
     def _current_states(self, in_flight: list[SubmittedJob], top: set[str]) -> Counter:
         """How many jobs in flight are in each state; an array counts its children."""
@@ -554,6 +590,7 @@ class BatchPlugin(DistributedPluginBase):
                 f"plugin_args={{'packages': [...]}} (pinned to your installed version).\n"
             )
         tail = self.cloud.batch.log_tail(status.log_stream)
+        self._log_tails[job.job_id] = tail
         if tail:
             traceback.append(
                 f"\n--- last {len(tail)} log lines of job {job.job_id} "
@@ -571,6 +608,10 @@ class BatchPlugin(DistributedPluginBase):
             stager.fetch_node_dir(job.node_dir, everything=True, data_only=True)
         return True
 
+    def _task_finished_cb(self, jobid: int, cached: bool = False) -> None:
+        self._graph_changed = True
+        super()._task_finished_cb(jobid, cached=cached)
+
     def _clear_task(self, taskid: int) -> None:
         job = self._jobs.pop(taskid, None)
         if job is not None:
@@ -586,6 +627,7 @@ class BatchPlugin(DistributedPluginBase):
         self._local_failures.pop(taskid, None)
 
     def _clean_queue(self, jobid: int, graph: Any, result: dict[str, Any] | None = None) -> Any:
+        self._graph_changed = True
         # The base class records errors only for submitted jobs; a node run on the driver
         # (run_without_submitting) that raises must fail the run too, as with MultiProc.
         if result is None and sys.exc_info()[0] is not None:

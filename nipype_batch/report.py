@@ -339,6 +339,9 @@ def crash_traceback(node_dir: str) -> list[str]:
     return "".join(lines or []).splitlines()
 
 
+PNG_MAX_JOBS = 500
+
+
 def write_report(
     work_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -383,12 +386,19 @@ def write_report(
     html_path.write_text(render_html(rows, cost, tails, title or str(Path(work_dir).resolve())),
                          encoding="utf-8")
     png_path: Path | None = out / PNG_NAME
-    try:
-        from .report_png import render_png
-    except ImportError as exc:
-        log.warning("No PNG chart (%s): pip install 'nipype-batch[report]'", exc)
+    if len(rows) > PNG_MAX_JOBS:
+        # a bar per job stops being readable long before this, and matplotlib takes ~10 ms
+        # per bar: a 10,000-job run would wait minutes for a picture nobody can read
+        log.info("No PNG chart for %d jobs (more than %d); the HTML page has every job",
+                 len(rows), PNG_MAX_JOBS)
         png_path = None
     else:
-        render_png(gantt_bars(rows), png_path)
+        try:
+            from .report_png import render_png
+        except ImportError as exc:
+            log.warning("No PNG chart (%s): pip install 'nipype-batch[report]'", exc)
+            png_path = None
+        else:
+            render_png(gantt_bars(rows), png_path)
     log.info("Run report: %s (%d jobs; %s)", html_path, len(rows), cost.summary())
     return ReportPaths(html=html_path, png=png_path, cost=cost, jobs=len(rows))

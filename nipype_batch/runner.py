@@ -56,6 +56,28 @@ def _outputs_dict(outputs: Any) -> dict[str, Any]:
     return dict(outputs.items())
 
 
+def _peak_memory_mb() -> float:
+    """Peak resident memory of this process and the tools it ran (Linux reports KiB)."""
+    import resource
+
+    usage = [resource.getrusage(who).ru_maxrss for who in
+             (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return round(max(usage) / 1024, 1)
+
+
+def _new_bytes(stager: Any, roots: list[str]) -> int:
+    """Bytes of the files under ``roots`` that S3 does not hold yet (as far as we know)."""
+    total = 0
+    for root in roots:
+        walk = os.walk(root) if os.path.isdir(root) else [("", [], [root])]
+        for dirpath, _dirs, names in walk:
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if not stager.holds(path):
+                    total += os.path.getsize(path)
+    return total
+
+
 def run_payload(payload: dict[str, Any], stager: Any) -> int:
     """Stage in, run the node, stage out; return the process exit code."""
     # Variables too large for the job's container overrides travel in the payload; set them
@@ -100,10 +122,15 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
         )
     timings["ran"] = time.time()
 
+    outside = [p for p in output_files
+               if not (p == node_dir or p.startswith(node_dir.rstrip("/") + "/"))]
     runner_info = {
         "hostname": socket.gethostname(),
         "python": sys.version.split()[0],
         "files_staged_in": fetched,
+        "bytes_staged_in": stager.bytes_down,
+        "bytes_to_stage_out": _new_bytes(stager, [node_dir, *outside]),
+        "peak_memory_mb": _peak_memory_mb(),
         "output_files": output_files,
         "node_failed": error is not None,
         "timings": timings,
@@ -113,9 +140,8 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     # Outputs written outside the node directory (a Function writing into a derivatives
     # folder) go up too, before the result file commits the node; staged-in inputs that come
     # back as outputs are skipped, their stamps being known.
-    for path in output_files:
-        if not (path == node_dir or path.startswith(node_dir.rstrip("/") + "/")):
-            stager.ensure_uploaded(path)
+    for path in outside:
+        stager.ensure_uploaded(path)
     stager.upload_tree(node_dir, bundle_key=payload.get("bundle_key"))
     return EXIT_NODE_FAILED if error else 0
 

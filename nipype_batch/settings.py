@@ -155,6 +155,20 @@ class BatchSettings:
             "level a full interval.)"
         ),
     )
+    progress: str | bool = field(
+        default="auto",
+        metadata=_meta(
+            "Progress while the run works: 'live' (a panel redrawn in a terminal), 'lines' "
+            "(a log line per change), 'auto' (live in a terminal, else lines) or False (off)."
+        ),
+    )
+    report: bool = field(
+        default=True,
+        metadata=_meta(
+            "After the run, write nipype_batch_report.html (Gantt chart, resources, failures, "
+            "estimated cost) and its .png next to the workflow (in its base_dir)."
+        ),
+    )
     job_name_prefix: str = field(
         default="nipype", metadata=_meta("Prefix of every Batch job name.")
     )
@@ -261,6 +275,10 @@ class BatchSettings:
                 f"plugin_args['environment'] holds {', '.join(leaked)}: credentials must not "
                 "travel in job environments, where DescribeJobs shows them to anyone who can "
                 "list jobs. Give the jobs a role with plugin_args['job_role_arn'] instead."
+            )
+        if self.progress not in ("auto", "live", "lines", "off", False, True):
+            raise ConfigurationError(
+                f"progress={self.progress!r} must be 'auto', 'live', 'lines' or False."
             )
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", str(self.job_name_prefix)):
             raise ConfigurationError(

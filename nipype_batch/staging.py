@@ -128,6 +128,11 @@ class Stager:
         self.bytes_up += st.st_size
         self._known[key] = stamp
 
+    def holds(self, path: str) -> bool:
+        """Whether S3 is known to hold this file's current size and mtime (no request made)."""
+        st = os.stat(path)
+        return self._known.get(self.key_for(path)) == (st.st_size, st.st_mtime_ns)
+
     def ensure_uploaded(self, path: str) -> None:
         """Upload a local file or directory tree unless S3 holds the same size and mtime."""
         if os.path.isdir(path):

@@ -1,0 +1,121 @@
+"""The simulated Batch (jobs run the real runner in worker processes, without containers), and
+the driver at scale against it: array jobs, API call budgets, failures.
+
+Needs the emulator (moto server) but not Docker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from nipype import Function, MapNode, Node, Workflow
+
+from nipype_batch.local.simulated_batch import SimulatedStack
+from tests.helpers import assert_same_tree, node_dirs
+
+pytestmark = pytest.mark.simulated
+
+
+def _double(x):
+    return 2 * x
+
+
+def _add(values):
+    return sum(values)
+
+
+def _fails_on_7(x):
+    if x == 7:
+        raise RuntimeError("seven fails on purpose")
+    return x
+
+
+def _mapped(base: Path, n: int, function=_double) -> Workflow:
+    wf = Workflow(name="wide", base_dir=str(base))
+    mapped = MapNode(Function(input_names=["x"], output_names=["out"], function=function),
+                     iterfield=["x"], name="each")
+    mapped.inputs.x = list(range(n))
+    total = Node(Function(input_names=["values"], output_names=["out"], function=_add),
+                 name="total")
+    wf.connect(mapped, "out", total, "values")
+    return wf
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    stack = SimulatedStack(workers=2)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def directory_stack(tmp_path):
+    stack = SimulatedStack(workers=2, s3_directory=str(tmp_path / "s3"))
+    yield stack
+    stack.stop()
+
+
+def test_mapnode_on_the_simulated_batch_matches_linear(tmp_path, simulated, caplog):
+    _mapped(tmp_path / "linear", 40).run(plugin="Linear")
+    plugin = simulated.plugin()
+    before = dict(simulated.cloud.api_calls.counts)
+    with caplog.at_level(logging.INFO, logger="nipype_batch"):
+        _mapped(tmp_path / "sim", 40).run(plugin=plugin)
+    # not a terminal: progress comes as plain log lines
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("nodes:")]
+    assert progress and progress[-1].startswith("nodes: 0 waiting")
+    assert "AWS Batch jobs:" in progress[0] and not any("\x1b[" in p for p in progress)
+    calls = {k: v - before.get(k, 0) for k, v in simulated.cloud.api_calls.counts.items()}
+
+    assert node_dirs(tmp_path / "linear" / "wide") == node_dirs(tmp_path / "sim" / "wide")
+    assert_same_tree(tmp_path / "linear" / "wide", tmp_path / "sim" / "wide")
+    assert len(plugin.array_job_ids) == 1 and len(plugin.submitted_job_ids) == 41
+    assert calls["batch.SubmitJob"] == 2  # the array and `total`
+    # the array's children are described once, after it ends, in one call of <= 100 ids
+    children = simulated.batch.jobs[plugin.array_job_ids[0]].children
+    assert len(children) == 40 and all(c.status == "SUCCEEDED" for c in children)
+
+
+def test_a_failing_child_fails_its_subnode_and_the_array(tmp_path, simulated):
+    wf = _mapped(tmp_path, 12, function=_fails_on_7)
+    wf.config["execution"]["crashdump_dir"] = str(tmp_path / "crashes")
+    plugin = simulated.plugin()
+    with pytest.raises(RuntimeError, match="seven fails on purpose"):
+        wf.run(plugin=plugin)
+    parent = simulated.batch.jobs[plugin.array_job_ids[0]]
+    assert parent.status == "FAILED" and parent.reason == "1 child jobs failed"
+    assert len(list((tmp_path / "crashes").glob("crash-*_each7-*.pklz"))) == 1
+    assert not (tmp_path / "wide" / "total").exists()
+
+
+def test_describe_jobs_refuses_more_than_100_ids(simulated):
+    client = simulated.cloud.batch.batch
+    with pytest.raises(ClientError, match="at most 100"):
+        client.describe_jobs(jobs=[f"id-{i}" for i in range(101)])
+
+
+@pytest.mark.scale
+def test_a_10000_way_mapnode_completes_within_the_api_budget(tmp_path, directory_stack):
+    n = 10_000
+    plugin = directory_stack.plugin({"fetch_outputs": False})
+    _mapped(tmp_path, n).run(plugin=plugin)
+
+    calls = directory_stack.cloud.api_calls.counts
+    assert len(plugin.array_job_ids) == 1
+    assert calls["batch.SubmitJob"] == 2  # one array of 10,000, then `total`
+    assert calls["batch.RegisterJobDefinition"] == 1
+    # per poll: one DescribeJobs for the array (its summary), then 100 for its children
+    # once, when it has ended; `total` adds one per poll
+    polls = plugin.poll_count
+    assert calls["batch.DescribeJobs"] <= polls + math.ceil(n / 100)
+    # the driver's S3 requests: a payload per job and a bundle fetched per job (and the
+    # preflight's probe); no listing per node
+    assert calls["s3.PutObject"] == n + 1 + 1
+    assert calls["s3.GetObject"] == n + 1 + 1
+    assert calls["s3.ListObjectsV2"] <= 20
+    total = Path(tmp_path / "wide" / "total" / "result_total.pklz")
+    assert total.exists()
