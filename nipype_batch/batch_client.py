@@ -26,11 +26,14 @@ LOG_GROUP = "/aws/batch/job"
 RUNNER_COMMAND = ["python3", "-m", "nipype_batch.runner"]
 
 
-def job_definition_spec(image: str, job_role_arn: str | None) -> tuple[str, dict[str, Any]]:
+def job_definition_spec(image: str, job_role_arn: str | None, platform: str = "ec2",
+                        execution_role_arn: str | None = None) -> tuple[str, dict[str, Any]]:
     """Name and container properties of the job definition for an image.
 
     The name is a hash of the content, so one definition serves every job with this image
-    (resources come per job through overrides) and is reused across runs.
+    (resources come per job through overrides) and is reused across runs. On Fargate the
+    definition also names the execution role (to pull the image and write logs) and asks for
+    a public IP (to reach ECR and S3 without a NAT gateway).
     """
     props: dict[str, Any] = {
         "image": image,
@@ -42,6 +45,10 @@ def job_definition_spec(image: str, job_role_arn: str | None) -> tuple[str, dict
     }
     if job_role_arn:
         props["jobRoleArn"] = job_role_arn
+    if platform == "fargate":
+        props["executionRoleArn"] = execution_role_arn
+        props["networkConfiguration"] = {"assignPublicIp": "ENABLED"}
+        props["fargatePlatformConfiguration"] = {"platformVersion": "LATEST"}
     digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()[:16]
     return f"nipype-batch-{digest}", props
 
@@ -100,9 +107,11 @@ class BatchClient:
         self.logs = logs
         self._definitions: dict[str, str] = {}
 
-    def ensure_job_definition(self, image: str, job_role_arn: str | None = None) -> str:
+    def ensure_job_definition(self, image: str, job_role_arn: str | None = None,
+                              platform: str = "ec2",
+                              execution_role_arn: str | None = None) -> str:
         """ARN of an ACTIVE job definition for ``image``, registering one only if none exists."""
-        name, props = job_definition_spec(image, job_role_arn)
+        name, props = job_definition_spec(image, job_role_arn, platform, execution_role_arn)
         if name in self._definitions:
             return self._definitions[name]
         try:
@@ -113,7 +122,7 @@ class BatchClient:
             else:
                 arn = self.batch.register_job_definition(
                     jobDefinitionName=name, type="container", containerProperties=props,
-                    platformCapabilities=["EC2"], tags={"nipype-batch": "1"},
+                    platformCapabilities=[platform.upper()], tags={"nipype-batch": "1"},
                 )["jobDefinitionArn"]
                 log.info("Registered job definition %s for image %s", name, image)
         except ClientError as exc:

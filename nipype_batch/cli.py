@@ -185,14 +185,33 @@ def _journalled(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], di
 
 
 def _status(args: argparse.Namespace) -> int:
+    """Jobs in flight (from the journal, asked of Batch), then the finished ones by outcome."""
+    from .report import collect_jobs
+
     _cloud, entries, statuses = _journalled(args)
-    if not entries:
-        print(f"no job in flight under {args.work_dir}")
-        return 0
+    in_flight = []
     for entry in entries:
         status = statuses.get(entry["job_id"])
-        state = status.state.value if status else "UNKNOWN (not found in Batch)"
-        print(f"{state:<10} {entry['job_id']}  {entry['job_name']}  {entry['node_dir']}")
+        in_flight.append({"state": status.state.value if status else "UNKNOWN",
+                          "job_id": entry["job_id"], "job_name": entry["job_name"],
+                          "node_dir": entry["node_dir"]})
+    finished = [{"state": "FAILED" if row.failed else "SUCCEEDED", "job_id": row.job_id,
+                 "node": row.node, "attempts": len(row.attempts) or 1, "reason": row.reason}
+                for row in collect_jobs(args.work_dir)]
+    if args.json:
+        print(json.dumps({"in_flight": in_flight, "finished": finished}, indent=1))
+        return 0
+    if not in_flight:
+        print(f"no job in flight under {args.work_dir}")
+    for job in in_flight:
+        state = job["state"] if job["state"] != "UNKNOWN" else "UNKNOWN (not found in Batch)"
+        print(f"{state:<10} {job['job_id']}  {job['job_name']}  {job['node_dir']}")
+    if finished:
+        failed = [job for job in finished if job["state"] == "FAILED"]
+        print(f"finished: {len(finished)} jobs, {len(finished) - len(failed)} succeeded, "
+              f"{len(failed)} failed")
+        for job in failed:
+            print(f"FAILED     {job['job_id']}  {job['node']}  {job['reason'] or ''}".rstrip())
     return 0
 
 
@@ -324,7 +343,8 @@ def parser() -> argparse.ArgumentParser:
     policy.add_argument("location", help="the run's bucket, s3://bucket/prefix")
     policy.set_defaults(func=_policy)
     for name, func, text in (
-        ("status", _status, "show the jobs a run under WORK_DIR has in flight"),
+        ("status", _status, "show the jobs of the runs under WORK_DIR: in flight (asked of "
+                            "Batch) and finished (from the node directories)"),
         ("cancel", _cancel, "terminate the jobs a run under WORK_DIR left in flight (after its "
                             "driver died)"),
     ):
@@ -332,6 +352,8 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("work_dir", help="the workflow's base_dir")
         command.add_argument("--plugin-args", help="the run's plugin_args as JSON (where its "
                                                    "jobs are: queue, region, endpoint)")
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="print JSON")
         command.set_defaults(func=func)
     report = sub.add_parser(
         "report", help="write the run report under WORK_DIR: HTML page and PNG Gantt chart, "

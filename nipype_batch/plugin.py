@@ -39,7 +39,7 @@ from .preflight import preflight
 from .progress import Progress
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
 from .provenance import job_record, output_files, read_provenance, write_job_record
-from .resources import JobResources, resources_for, runs_on_driver
+from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .settings import BatchSettings
 from .staging import StagedPath, find_paths
 from .status import JobState, JobStatus, next_poll_interval
@@ -166,7 +166,8 @@ class BatchPlugin(DistributedPluginBase):
         try:
             from .report import write_report
 
-            paths = write_report(self._journal.directory.parent.parent, log_tails=self._log_tails)
+            paths = write_report(self._journal.directory.parent.parent, log_tails=self._log_tails,
+                                 platform=self.settings.platform)
             log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
         except Exception as exc:
             log.warning("Could not write the run report: %s", exc)
@@ -412,8 +413,12 @@ class BatchPlugin(DistributedPluginBase):
                  hashvalue: str) -> PreparedJob:
         cloud = self.cloud
         resources = resources_for(node, self.settings)
+        if self.settings.platform == "fargate":
+            resources = fargate_fit(resources)
         image = self._image_for(resources)
-        definition = cloud.batch.ensure_job_definition(image, self.settings.job_role_arn)
+        definition = cloud.batch.ensure_job_definition(
+            image, self.settings.job_role_arn, self.settings.platform,
+            self.settings.execution_role_arn)
         node_dir = node.output_dir()
         staged = self._stage_inputs(node, node_dir)
         if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories

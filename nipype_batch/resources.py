@@ -118,3 +118,23 @@ def _belongs_on_driver(node: Any) -> bool:
             where = getattr(interface.inputs, name, None)
             return not (isinstance(where, str) and where.startswith("s3://"))
     return False
+
+
+# Fargate's vCPU sizes and, for each, the memory it allows (MiB): least, most, step.
+FARGATE_SHAPES = {1: (2048, 8192, 1024), 2: (4096, 16384, 1024), 4: (8192, 30720, 1024),
+                  8: (16384, 61440, 4096), 16: (32768, 122880, 8192)}
+
+
+def fargate_fit(resources: JobResources) -> JobResources:
+    """The smallest Fargate size holding ``resources`` (Fargate takes only fixed shapes)."""
+    from dataclasses import replace
+
+    for vcpus, (least, most, step) in FARGATE_SHAPES.items():
+        if vcpus < resources.vcpus or most < resources.memory_mb:
+            continue
+        memory = max(least, -(-resources.memory_mb // step) * step)
+        return replace(resources, vcpus=vcpus, memory_mb=memory)
+    raise ConfigurationError(
+        f"a job of {resources.vcpus} vCPUs and {resources.memory_mb} MiB does not fit Fargate "
+        "(at most 16 vCPUs and 120 GiB): use an EC2 compute environment (platform='ec2')."
+    )

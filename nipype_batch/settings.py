@@ -117,6 +117,17 @@ class BatchSettings:
             "what a job's overrides hold (about 7000 characters) they travel in its S3 payload."
         ),
     )
+    platform: str = field(
+        default="ec2",
+        metadata=_meta(
+            "What the queue's compute environment runs on: 'ec2' (on-demand or Spot) or "
+            "'fargate' (job definitions and sizes follow; set by an infra profile)."
+        ),
+    )
+    execution_role_arn: str | None = field(
+        default=None,
+        metadata=_meta("On Fargate: the role that pulls the image and writes logs."),
+    )
     job_role_arn: str | None = field(
         default=None, metadata=_meta("IAM role the jobs assume (S3 access to the bucket).")
     )
@@ -275,6 +286,17 @@ class BatchSettings:
                 f"plugin_args['environment'] holds {', '.join(leaked)}: credentials must not "
                 "travel in job environments, where DescribeJobs shows them to anyone who can "
                 "list jobs. Give the jobs a role with plugin_args['job_role_arn'] instead."
+            )
+        if self.platform not in ("ec2", "fargate"):
+            raise ConfigurationError(
+                f"platform={self.platform!r} is not known: use 'ec2' (on-demand or Spot) or "
+                "'fargate'."
+            )
+        if self.platform == "fargate" and self.backend == "aws" and not self.execution_role_arn:
+            raise ConfigurationError(
+                "platform 'fargate' needs execution_role_arn (the role that pulls the image "
+                "and writes logs): `nipype-batch infra up --platform fargate` makes one and "
+                "its profile sets it."
             )
         if self.progress not in ("auto", "live", "lines", "off", False, True):
             raise ConfigurationError(

@@ -412,3 +412,54 @@ def test_poll_interval_is_short_while_jobs_run_and_backs_off_while_queued() -> N
     assert next_poll_interval([*queued, JobState.RUNNING], 8, 0.5, 10) == 0.5
     assert next_poll_interval([JobState.SUCCEEDED], 8, 0.5, 10) == 0.5
     assert next_poll_interval([], 8, 0.5, 10) == 0.5
+
+
+# ---- Fargate -------------------------------------------------------------------------------
+
+
+def test_fargate_definition_names_its_execution_role_and_a_public_ip() -> None:
+    ec2_name, ec2 = job_definition_spec(IMAGE, ROLE)
+    name, props = job_definition_spec(IMAGE, ROLE, "fargate", ROLE + "-execution")
+    assert name != ec2_name and "executionRoleArn" not in ec2
+    assert props["executionRoleArn"] == ROLE + "-execution"
+    assert props["networkConfiguration"] == {"assignPublicIp": "ENABLED"}
+
+
+@pytest.mark.moto
+def test_fargate_definition_registers_with_fargate_capability(moto_batch) -> None:
+    client = BatchClient(moto_batch["batch"], moto_batch["logs"])
+    arn = client.ensure_job_definition(IMAGE, moto_batch["role"], "fargate", moto_batch["role"])
+    (found,) = moto_batch["batch"].describe_job_definitions(jobDefinitions=[arn])[
+        "jobDefinitions"]
+    assert found["platformCapabilities"] == ["FARGATE"]
+    assert found["containerProperties"]["executionRoleArn"] == moto_batch["role"]
+
+
+@pytest.mark.parametrize(("asked", "fitted"), [
+    ((1, 2048), (1, 2048)), ((1, 3000), (1, 3072)), ((1, 512), (1, 2048)),
+    ((3, 2048), (4, 8192)), ((2, 20000), (4, 20480)), ((16, 122880), (16, 122880)),
+    ((1, 9000), (2, 9216)),
+])
+def test_fargate_fit_takes_the_smallest_shape_that_holds_the_job(asked, fitted) -> None:
+    from nipype_batch.resources import fargate_fit
+
+    got = fargate_fit(resources(vcpus=asked[0], memory_mb=asked[1]))
+    assert (got.vcpus, got.memory_mb) == fitted
+
+
+def test_a_job_larger_than_fargate_is_refused() -> None:
+    from nipype_batch.errors import ConfigurationError
+    from nipype_batch.resources import fargate_fit
+
+    with pytest.raises(ConfigurationError, match=r"does not fit Fargate.*platform='ec2'"):
+        fargate_fit(resources(vcpus=32, memory_mb=4096))
+
+
+def test_fargate_on_aws_needs_an_execution_role() -> None:
+    from nipype_batch.errors import ConfigurationError
+    from nipype_batch.settings import BatchSettings
+
+    args = {"job_queue": "q", "bucket": "s3://b/p", "platform": "fargate"}
+    with pytest.raises(ConfigurationError, match=r"needs execution_role_arn.*--platform fargate"):
+        BatchSettings.from_plugin_args(args)
+    BatchSettings.from_plugin_args({**args, "execution_role_arn": "arn:aws:iam::1:role/x"})

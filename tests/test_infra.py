@@ -194,10 +194,14 @@ def test_down_removes_exactly_what_up_made(clients: Clients, platform: str) -> N
     before = inventory(clients)
     infra(clients, name="other").up()  # another set, which must survive
     with_other = inventory(clients)
-    infra(clients, platform=platform).up()
+    profile, _made = infra(clients, platform=platform).up()
     ce = clients.batch.describe_compute_environments(
         computeEnvironments=["nipype-batch-lab"])["computeEnvironments"][0]
     assert ce["computeResources"]["type"] == platform.upper()
+    # a Fargate set's profile makes the plugin register Fargate job definitions
+    assert profile.settings.get("platform", "ec2") == ("fargate" if platform == "fargate"
+                                                       else "ec2")
+    assert bool(profile.settings.get("execution_role_arn")) == (platform == "fargate")
     clients.s3.put_object(Bucket=BUCKET, Key="nipype/work/node/result.pklz", Body=b"staged")
 
     asked: list[str] = []

@@ -333,7 +333,14 @@ def test_cli_on_a_finished_local_run_and_the_report_in_chromium(tmp_path, local_
     plugin_args = json.dumps(local_args)
 
     assert main(["status", str(work), "--plugin-args", plugin_args]) == 0
-    assert capsys.readouterr().out == f"no job in flight under {work}\n"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"no job in flight under {work}"
+    assert lines[1].startswith("finished: ") and lines[1].endswith(" failed")
+    assert any(line.startswith("FAILED ") for line in lines[2:])
+    assert main(["status", str(work), "--plugin-args", plugin_args, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["in_flight"] == [] and {j["state"] for j in status["finished"]} == {
+        "SUCCEEDED", "FAILED"}
 
     assert main(["logs", "rep/_x_1/after", "--work-dir", str(work), "--plugin-args",
                  plugin_args]) == 0

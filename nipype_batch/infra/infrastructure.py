@@ -155,6 +155,9 @@ class Infrastructure:
             "job_role_arn": done["job-role"].arn,
             "ecr_repository": self.spec.base,
         }
+        if self.spec.platform == "fargate":
+            settings["platform"] = "fargate"
+            settings["execution_role_arn"] = done["execution-role"].arn
         if self.clients.backend == "aws":
             settings["region"] = self.clients.region
             if self.clients.endpoint_url:
