@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from nipype import Function, MapNode, Node, Workflow
+from nipype import Workflow
 
+from examples.scale.workflows import double, mapnode_workflow
 from nipype_batch.local.simulated_batch import SimulatedStack
 from tests.helpers import assert_same_tree, node_dirs
 
 pytestmark = pytest.mark.simulated
-
-
-def _double(x):
-    return 2 * x
-
-
-def _add(values):
-    return sum(values)
 
 
 def _fails_on_7(x):
@@ -34,15 +27,8 @@ def _fails_on_7(x):
     return x
 
 
-def _mapped(base: Path, n: int, function=_double) -> Workflow:
-    wf = Workflow(name="wide", base_dir=str(base))
-    mapped = MapNode(Function(input_names=["x"], output_names=["out"], function=function),
-                     iterfield=["x"], name="each")
-    mapped.inputs.x = list(range(n))
-    total = Node(Function(input_names=["values"], output_names=["out"], function=_add),
-                 name="total")
-    wf.connect(mapped, "out", total, "values")
-    return wf
+def _mapped(base: Path, n: int, function=double) -> Workflow:
+    return mapnode_workflow(str(base), n, function)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +57,8 @@ def test_mapnode_on_the_simulated_batch_matches_linear(tmp_path, simulated, capl
     assert "AWS Batch jobs:" in progress[0] and not any("\x1b[" in p for p in progress)
     calls = {k: v - before.get(k, 0) for k, v in simulated.cloud.api_calls.counts.items()}
 
-    assert node_dirs(tmp_path / "linear" / "wide") == node_dirs(tmp_path / "sim" / "wide")
-    assert_same_tree(tmp_path / "linear" / "wide", tmp_path / "sim" / "wide")
+    assert node_dirs(tmp_path / "linear" / "mapped") == node_dirs(tmp_path / "sim" / "mapped")
+    assert_same_tree(tmp_path / "linear" / "mapped", tmp_path / "sim" / "mapped")
     assert len(plugin.array_job_ids) == 1 and len(plugin.submitted_job_ids) == 41
     assert calls["batch.SubmitJob"] == 2  # the array and `total`
     # the array's children are described once, after it ends, in one call of <= 100 ids
@@ -89,7 +75,7 @@ def test_a_failing_child_fails_its_subnode_and_the_array(tmp_path, simulated):
     parent = simulated.batch.jobs[plugin.array_job_ids[0]]
     assert parent.status == "FAILED" and parent.reason == "1 child jobs failed"
     assert len(list((tmp_path / "crashes").glob("crash-*_each7-*.pklz"))) == 1
-    assert not (tmp_path / "wide" / "total").exists()
+    assert not (tmp_path / "mapped" / "total").exists()
 
 
 def test_describe_jobs_refuses_more_than_100_ids(simulated):
@@ -117,5 +103,5 @@ def test_a_10000_way_mapnode_completes_within_the_api_budget(tmp_path, directory
     assert calls["s3.PutObject"] == n + 1 + 1
     assert calls["s3.GetObject"] == n + 1 + 1
     assert calls["s3.ListObjectsV2"] <= 20
-    total = Path(tmp_path / "wide" / "total" / "result_total.pklz")
+    total = Path(tmp_path / "mapped" / "total" / "result_total.pklz")
     assert total.exists()
