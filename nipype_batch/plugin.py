@@ -38,7 +38,13 @@ from .journal import Journal
 from .preflight import preflight
 from .progress import Progress
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
-from .provenance import job_record, output_files, read_provenance, write_job_record
+from .provenance import (
+    job_record,
+    output_files,
+    read_provenance,
+    write_collated,
+    write_job_record,
+)
 from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .settings import BatchSettings
 from .staging import StagedPath, find_paths
@@ -288,6 +294,7 @@ class BatchPlugin(DistributedPluginBase):
         node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
         started = time.monotonic()
         node.run()
+        write_collated(node.output_dir())
         log.info("Collated %s from %d subnode results on the driver in %.1f s", node.fullname,
                  node.num_subnodes(), time.monotonic() - started)
         return True

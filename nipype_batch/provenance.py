@@ -6,6 +6,7 @@ The runner writes the ``runner`` section inside the job; the driver adds the ``j
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Any
@@ -68,8 +69,25 @@ def job_record(
 
 def write_job_record(node_dir: str, record: dict[str, Any]) -> None:
     """Merge the ``job`` section into the node's provenance file."""
+    _merge(node_dir, "job", record)
+
+
+def write_collated(node_dir: str) -> list[str]:
+    """Record, for a MapNode collated on the driver, the output files of all its subnodes.
+
+    Nodes downstream read that list to fetch what they need (:func:`output_files`), as they
+    do for a node that ran as a job. Returns it.
+    """
+    found: list[str] = []
+    for sub_record in sorted(glob.glob(os.path.join(node_dir, "mapflow", "*", PROVENANCE_FILE))):
+        found += output_files(os.path.dirname(sub_record))
+    _merge(node_dir, "runner", {"collated_on_driver": True, "output_files": found})
+    return found
+
+
+def _merge(node_dir: str, section: str, record: dict[str, Any]) -> None:
     data = read_provenance(node_dir)
-    data["job"] = record
+    data[section] = record
     os.makedirs(node_dir, exist_ok=True)
     tmp = os.path.join(node_dir, PROVENANCE_FILE + ".tmp")
     with open(tmp, "w") as fh:
