@@ -43,6 +43,14 @@ def _now_ms() -> int:
 DIRECTORY_S3_ENV = "NIPYPE_BATCH_SIMULATED_S3_DIR"
 
 
+def _quiet_worker() -> None:
+    """Send a worker's output (Nipype logs every node) nowhere, as a container's would go to
+    its log stream rather than the driver's terminal."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+
 def run_job(environment: dict[str, str]) -> tuple[int, int, int]:
     """In a worker process: run one job's runner; return (exit code, started, stopped ms)."""
     from .. import runner
@@ -137,7 +145,8 @@ class SimulatedBatch:
         self._definitions: dict[str, dict[str, Any]] = {}
         self._revision = itertools.count(1)
         self._lock = threading.Lock()
-        self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                         initializer=_quiet_worker)
 
     def client(self, session: Any) -> Any:
         """A botocore ``batch`` client whose every request this simulator answers."""
