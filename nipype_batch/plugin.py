@@ -268,10 +268,11 @@ class BatchPlugin(DistributedPluginBase):
         try:
             node._get_inputs()
             hashvalue = node._get_hashval()[1]
-            if self._resume(node, hashvalue, taskid):
-                return taskid
+            # before the resume check, which would list every subnode's files in S3
             if self._collect_mapnode_on_driver(node):
                 self._done_on_driver.add(taskid)
+                return taskid
+            if self._resume(node, hashvalue, taskid):
                 return taskid
             self._prepared.append(self._prepare(node, updatehash, taskid, hashvalue))
         except Exception:
