@@ -173,7 +173,8 @@ class BatchPlugin(DistributedPluginBase):
             from .report import write_report
 
             paths = write_report(self._journal.directory.parent.parent, log_tails=self._log_tails,
-                                 platform=self.settings.platform)
+                                 platform=_billing(self.settings.platform),
+                                 spot=self.settings.platform == "spot")
             log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
         except Exception as exc:
             log.warning("Could not write the run report: %s", exc)
@@ -425,7 +426,7 @@ class BatchPlugin(DistributedPluginBase):
             resources = fargate_fit(resources)
         image = self._image_for(resources)
         definition = cloud.batch.ensure_job_definition(
-            image, self.settings.job_role_arn, self.settings.platform,
+            image, self.settings.job_role_arn, _billing(self.settings.platform),
             self.settings.execution_role_arn)
         node_dir = node.output_dir()
         staged = self._stage_inputs(node, node_dir)
@@ -658,6 +659,11 @@ class BatchPlugin(DistributedPluginBase):
             log.error("Could not terminate %d jobs, which may still be running (and billing): %s",
                       len(left), ", ".join(left))
         self._jobs.clear()
+
+
+def _billing(platform: str) -> str:
+    """The capability jobs run with and are priced at: Spot instances are EC2."""
+    return "fargate" if platform == "fargate" else "ec2"
 
 
 def _journal_entry(job: SubmittedJob) -> dict[str, Any]:

@@ -120,8 +120,9 @@ class BatchSettings:
     platform: str = field(
         default="ec2",
         metadata=_meta(
-            "What the queue's compute environment runs on: 'ec2' (on-demand or Spot) or "
-            "'fargate' (job definitions and sizes follow; set by an infra profile)."
+            "What the queue's compute environment runs on: 'ec2' (on-demand), 'spot' (EC2 Spot: "
+            "the report prices it so) or 'fargate' (job definitions and sizes follow). An infra "
+            "profile sets it."
         ),
     )
     execution_role_arn: str | None = field(
@@ -287,9 +288,9 @@ class BatchSettings:
                 "travel in job environments, where DescribeJobs shows them to anyone who can "
                 "list jobs. Give the jobs a role with plugin_args['job_role_arn'] instead."
             )
-        if self.platform not in ("ec2", "fargate"):
+        if self.platform not in ("ec2", "spot", "fargate"):
             raise ConfigurationError(
-                f"platform={self.platform!r} is not known: use 'ec2' (on-demand or Spot) or "
+                f"platform={self.platform!r} is not known: use 'ec2' (on-demand), 'spot' or "
                 "'fargate'."
             )
         if self.platform == "fargate" and self.backend == "aws" and not self.execution_role_arn:

@@ -273,3 +273,12 @@ def test_fits_overrides_measures_what_submit_job_sends() -> None:
     assert len(json.dumps(container_overrides(resources, env))) > 8192
     env.pop(f"V{i - 1}")
     assert len(json.dumps(container_overrides(resources, env))) <= 8192
+
+
+def test_platform_names_what_the_jobs_run_on() -> None:
+    from nipype_batch.plugin import _billing
+
+    assert BatchSettings.from_plugin_args({"platform": "spot"}).platform == "spot"
+    assert (_billing("spot"), _billing("ec2"), _billing("fargate")) == ("ec2", "ec2", "fargate")
+    with pytest.raises(ConfigurationError, match=r"platform='gpu' is not known.*'spot'"):
+        BatchSettings.from_plugin_args({"platform": "gpu"})

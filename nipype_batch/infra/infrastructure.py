@@ -155,8 +155,9 @@ class Infrastructure:
             "job_role_arn": done["job-role"].arn,
             "ecr_repository": self.spec.base,
         }
+        if self.spec.platform != "ec2":
+            settings["platform"] = self.spec.platform
         if self.spec.platform == "fargate":
-            settings["platform"] = "fargate"
             settings["execution_role_arn"] = done["execution-role"].arn
         if self.clients.backend == "aws":
             settings["region"] = self.clients.region
