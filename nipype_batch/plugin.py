@@ -110,7 +110,7 @@ class BatchPlugin(DistributedPluginBase):
         self._array_statuses: dict[str, JobStatus] = {}
         self._array_children: Counter[str] = Counter()  # children in flight per array
         self._done_on_driver: set[int] = set()
-        self._listings: dict[str, set[str]] = {}
+        self._listings: dict[str, dict[str, set[str]]] = {}  # mapflow folder -> subnode -> names
         self._local_failures: dict[int, list[str]] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._next_poll = 0.0
@@ -287,7 +287,10 @@ class BatchPlugin(DistributedPluginBase):
         their results. Their results are already on the driver; a job would download every
         subnode directory first. Falls back to a job if any subnode's result is missing here.
         """
-        if not isinstance(node, MapNode) or node.num_subnodes() < 2:
+        if not isinstance(node, MapNode):
+            return False
+        count = node.num_subnodes()
+        if count < 2:
             return False
         subnodes = (sub for _index, sub in node._make_nodes(node.output_dir()))
         if not all(os.path.exists(os.path.join(sub.output_dir(), f"result_{sub.name}.pklz"))
@@ -298,7 +301,7 @@ class BatchPlugin(DistributedPluginBase):
         node.run()
         write_collated(node.output_dir())
         log.info("Collated %s from %d subnode results on the driver in %.1f s", node.fullname,
-                 node.num_subnodes(), time.monotonic() - started)
+                 count, time.monotonic() - started)
         return True
 
     def _submit_prepared(self) -> None:
@@ -405,18 +408,21 @@ class BatchPlugin(DistributedPluginBase):
         """Names of the files S3 holds for a node directory.
 
         A MapNode's subnodes are looked up with one listing of their shared ``mapflow``
-        folder rather than one listing each.
+        folder, grouped by subnode, rather than one listing each.
         """
+        stager = self.cloud.stager
         parent = mapflow_parent(node_dir)
         if parent is None:
-            return {os.path.relpath(self.cloud.stager.path_for(key), node_dir)
-                    for key, _size in self.cloud.stager.list_tree(node_dir)}
+            return {os.path.relpath(stager.path_for(key), node_dir)
+                    for key, _size in stager.list_tree(node_dir)}
         folder = os.path.join(parent, "mapflow")
         if folder not in self._listings:
-            self._listings[folder] = {self.cloud.stager.path_for(key)
-                                      for key, _size in self.cloud.stager.list_tree(folder)}
-        prefix = node_dir.rstrip("/") + "/"
-        return {path[len(prefix):] for path in self._listings[folder] if path.startswith(prefix)}
+            by_subnode: dict[str, set[str]] = {}
+            for key, _size in stager.list_tree(folder):
+                subnode, _, name = os.path.relpath(stager.path_for(key), folder).partition("/")
+                by_subnode.setdefault(subnode, set()).add(name)
+            self._listings[folder] = by_subnode
+        return self._listings[folder].get(os.path.basename(node_dir.rstrip("/")), set())
 
     def _prepare(self, node: Any, updatehash: bool, taskid: int,
                  hashvalue: str) -> PreparedJob:

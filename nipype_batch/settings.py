@@ -17,6 +17,9 @@ from .errors import ConfigurationError
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
 Backend = Literal["local", "aws"]
 
+# What a queue's compute environment runs on (infra up makes each; the plugin follows).
+PLATFORMS = ("ec2", "spot", "fargate")
+
 # Credentials that must never travel in a job's environment (jobs get theirs from a role).
 SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
@@ -288,7 +291,7 @@ class BatchSettings:
                 "travel in job environments, where DescribeJobs shows them to anyone who can "
                 "list jobs. Give the jobs a role with plugin_args['job_role_arn'] instead."
             )
-        if self.platform not in ("ec2", "spot", "fargate"):
+        if self.platform not in PLATFORMS:
             raise ConfigurationError(
                 f"platform={self.platform!r} is not known: use 'ec2' (on-demand), 'spot' or "
                 "'fargate'."

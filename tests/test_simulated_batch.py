@@ -105,3 +105,18 @@ def test_a_10000_way_mapnode_completes_within_the_api_budget(tmp_path, directory
     assert calls["s3.ListObjectsV2"] <= 20
     total = Path(tmp_path / "mapped" / "total" / "result_total.pklz")
     assert total.exists()
+
+
+def test_subnodes_deleted_locally_are_recovered_from_s3_without_jobs(tmp_path, simulated):
+    import shutil
+
+    first = simulated.plugin({"report": False})
+    _mapped(tmp_path, 6).run(plugin=first)
+    shutil.rmtree(tmp_path / "mapped")  # the driver's copy is gone; S3 still holds the results
+
+    rerun = simulated.plugin({"report": False})
+    _mapped(tmp_path, 6).run(plugin=rerun)
+    # each subnode found its committed files in the one listing of their mapflow folder
+    assert rerun.submitted_job_ids == []
+    assert len(list((tmp_path / "mapped" / "each" / "mapflow").glob("_each*/result_*.pklz"))) == 6
+    assert (tmp_path / "mapped" / "total" / "result_total.pklz").exists()

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from ..errors import InfrastructureError
+from ..settings import PLATFORMS
 
 Platform = Literal["ec2", "spot", "fargate"]
 TAG_KEY = "nipype-batch:infra"
@@ -55,7 +56,7 @@ class InfraSpec:
                 "starting and ending with a letter or digit (it goes into a bucket name), "
                 "e.g. 'lab'."
             )
-        if self.platform not in ("ec2", "spot", "fargate"):
+        if self.platform not in PLATFORMS:
             raise InfrastructureError(
                 f"platform {self.platform!r} is not known: use 'ec2' (on-demand), 'spot' or "
                 "'fargate'."
