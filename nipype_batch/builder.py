@@ -17,7 +17,14 @@ from typing import Any
 
 from .dependencies import Dependencies, node_dependencies, read_requirements
 from .errors import ImageBuildError
-from .image import ImageSpec, build_image, cache_dir, driver_python, prepare_image
+from .image import (
+    LOCAL_REPOSITORY,
+    ImageSpec,
+    build_image,
+    cache_dir,
+    driver_python,
+    prepare_image,
+)
 from .registries import Registry
 from .resources import resources_for
 from .settings import BatchSettings
@@ -46,6 +53,11 @@ class PublishedImage:
     built: bool
     pushed: bool
     seconds: float
+
+    @property
+    def local_ref(self) -> str:
+        """Its name in the Docker daemon that built it."""
+        return f"{LOCAL_REPOSITORY}:{self.tag}"
 
 
 class ImageBuilder:
@@ -134,6 +146,12 @@ def plan_images(nodes: list[Any], settings: BatchSettings,
         base = resources.base_image or settings.base_image or default_base
         needs.setdefault(base, Dependencies()).update(node_dependencies(node))
         base_of[node._id] = base
+    for base, dep in needs.items():
+        traced = sorted(f"{req} ({dep.reasons[req]})" for req in dep.requirements
+                        if req in dep.reasons)
+        log.info("Job image on %s: traced %d packages: %s%s", base, len(traced),
+                 "; ".join(traced) or "none",
+                 f"; local code: {', '.join(sorted(dep.local_code))}" if dep.local_code else "")
     specs = {
         base: ImageSpec(
             base_image=base,

@@ -1,23 +1,29 @@
 """What a node needs inside its job's image, found from the node itself.
 
-A Function node travels as source text, so the modules it needs are the ones its source imports.
-Any other interface travels pickled by reference to its class, so its job needs the module the
-class lives in. Each module is traced to what provides it on the driver: the standard library,
-an installed distribution (pinned to the driver's version, so pickles load alike), or local code
-that is on no index (the user's own module or project), which is copied into the image.
+A node travels pickled, and a pickle names every class and function it holds by module: the
+job must import each of those modules. Those modules may import more later, inside functions
+(Nipype's DIPY interfaces import ``dipy`` in ``_run_interface``), so every import anywhere in
+their source counts too, when the driver has it (what the driver lacks, its code did without).
+A Function node also travels as source text, whose imports it needs. Each module is traced to
+what provides it on the driver: the standard library, an installed distribution (pinned to the
+driver's version, so pickles load alike), or local code that is on no index (the user's own
+module or project), which is copied into the image.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
 import json
 import os
+import pickle
 import sys
 import sysconfig
-from collections.abc import Iterable
+import types
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +39,14 @@ class Dependencies:
 
     requirements: set[str] = field(default_factory=set)
     local_code: set[str] = field(default_factory=set)  # module files or package directories
+    reasons: dict[str, str] = field(default_factory=dict)  # requirement -> who imports it
 
     def update(self, other: Dependencies) -> None:
-        """Add another node's needs to these."""
+        """Add another node's needs to these (the first reason for each is kept)."""
         self.requirements |= other.requirements
         self.local_code |= other.local_code
+        for requirement, reason in other.reasons.items():
+            self.reasons.setdefault(requirement, reason)
 
 
 def imported_modules(source: str) -> tuple[set[str], set[str]]:
@@ -77,7 +86,7 @@ def _catches_import_error(handler: ast.ExceptHandler) -> bool:
 
 
 def node_modules(node: Any) -> tuple[set[str], set[str]]:
-    """Top-level modules a node's job imports: ``(required, optional)``."""
+    """Top-level modules a Function node's source imports: ``(required, optional)``."""
     interface = node.interface
     cls = type(interface)
     if cls.__module__ == "__main__":
@@ -86,7 +95,7 @@ def node_modules(node: Any) -> tuple[set[str], set[str]]:
             "run (__main__), which a job cannot import. Move the class into a module of its "
             "own (e.g. my_interfaces.py next to the script) and import it from there."
         )
-    required = {cls.__module__.split(".")[0]}
+    required: set[str] = set()
     optional: set[str] = set()
     source = getattr(getattr(interface, "inputs", None), "function_str", None)
     if isinstance(source, str):
@@ -139,8 +148,18 @@ def _providers() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
+@functools.cache
+def _pinned_distribution(name: str) -> str | None:
+    """``'dipy==1.12.1'`` for an installed distribution, None if it was installed from a
+    local directory (on no index: its code is copied instead). Cached: metadata is slow."""
+    dist = importlib.metadata.distribution(name)
+    if _editable_or_local(dist):
+        return None
+    return f"{dist.metadata['Name']}=={dist.version}"
+
+
 def resolve_modules(modules: Iterable[str], where: str,
-                    optional: Iterable[str] = ()) -> Dependencies:
+                    optional: Iterable[str] = (), why: str = "") -> Dependencies:
     """Trace modules to pinned distributions or local code.
 
     A required module the driver cannot import is an error; an optional one is skipped.
@@ -153,9 +172,10 @@ def resolve_modules(modules: Iterable[str], where: str,
             continue
         dists = providers.get(name, [])
         if dists:
-            dist = importlib.metadata.distribution(dists[0])
-            if not _editable_or_local(dist):
-                needs.requirements.add(f"{dist.metadata['Name']}=={dist.version}")
+            requirement = _pinned_distribution(dists[0])
+            if requirement:
+                needs.requirements.add(requirement)
+                needs.reasons.setdefault(requirement, f"{name} imported by {why or where}")
                 continue
         location = _module_location(name)
         if location is None and name in optional:
@@ -194,7 +214,7 @@ def _local_code_needs(location: str, where: str) -> Dependencies:
     # scripts), so what the driver cannot import is skipped rather than refused.
     required, optional = _local_code_imports(files, location)
     found = resolve_modules(set(), where=f"{where} (via {location})",
-                            optional=required | optional)
+                            optional=required | optional, why=location)
     _local_needs[location] = (stamp, found)
     return found
 
@@ -227,8 +247,116 @@ def _local_code_imports(files: list[str], location: str) -> tuple[set[str], set[
 
 def node_dependencies(node: Any) -> Dependencies:
     """Everything one node's job must import, traced to what provides it."""
+    where = f"node {node.fullname!r}"
     required, optional = node_modules(node)
-    return resolve_modules(required, where=f"node {node.fullname!r}", optional=optional)
+    needs = resolve_modules(required, where=where, optional=optional,
+                            why=f"the function of {where}")
+    for module in sorted({module for module, _name in pickled_references(node)}):
+        needs.update(_module_needs(module, where))
+    return needs
+
+
+class _Discard:
+    """A file that forgets what is written: the references are all we want of the pickle."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+class _ReferenceRecorder(pickle.Pickler):
+    """Records every class and function a pickle names, as ``(module, qualified name)``."""
+
+    def __init__(self) -> None:
+        super().__init__(_Discard(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.references: set[tuple[str, str]] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        # Called for every object but the plain built-in values, classes and functions too.
+        named = obj if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType) \
+            else type(obj)
+        module = getattr(named, "__module__", None)
+        if isinstance(module, str):
+            self.references.add((module, getattr(named, "__qualname__", named.__name__)))
+        return NotImplemented
+
+
+@contextlib.contextmanager
+def without_plugin(node: Any) -> Iterator[None]:
+    """The node as jobs get it: without ``use_plugin`` (the driver's plugin arguments, which
+    may hold clients or callbacks), restored afterwards."""
+    held = getattr(node, "use_plugin", None)
+    if held is not None:
+        node.use_plugin = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            node.use_plugin = held
+
+
+def pickled_references(node: Any) -> set[tuple[str, str]]:
+    """``(module, name)`` of each class and function the node's pickle refers to by name.
+
+    These are what unpickling the node in its job imports. The node is pickled as the plugin
+    pickles it (without ``use_plugin``, which holds the driver's plugin arguments).
+    """
+    recorder = _ReferenceRecorder()
+    try:
+        with without_plugin(node):
+            recorder.dump(node)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"node {node.fullname!r} cannot be pickled ({exc.__class__.__name__}: {exc}), so "
+            "it cannot be sent to a job. Give its inputs plain values (numbers, strings, "
+            "paths, lists) instead of open files, clients or lambdas."
+        ) from exc
+    main = sorted(name for module, name in recorder.references if module == "__main__")
+    if main:
+        raise ConfigurationError(
+            f"node {node.fullname!r} holds {', '.join(main)}, defined in the script being run "
+            "(__main__), which a job cannot import. Move it into a module of its own (e.g. "
+            "my_nodes.py next to the script) and import it from there."
+        )
+    return recorder.references
+
+
+# module -> what it needs; only for modules of installed distributions (they do not change
+# while the driver runs). Local code is stamped and cached in _local_code_needs.
+_installed_module_needs: dict[str, Dependencies] = {}
+
+
+def _module_needs(module: str, where: str) -> Dependencies:
+    """What importing ``module`` in a job needs: its own package, and whatever its source
+    imports anywhere (at its top or inside a function) that the driver has installed."""
+    cached = _installed_module_needs.get(module)
+    if cached is not None:
+        return cached
+    top = module.split(".")[0]
+    needs = resolve_modules({top}, where=where, why=f"module {module}")
+    if needs.local_code:
+        return needs  # local code: its whole package's imports are traced already
+    source = _module_source(module)
+    if source is not None:
+        required, optional = imported_modules(source)
+        needs.update(resolve_modules(set(), where=where, optional=(required | optional) - {top},
+                                     why=f"module {module}"))
+    _installed_module_needs[module] = needs
+    return needs
+
+
+def _module_source(module: str) -> str | None:
+    """Source text of an importable module, or None (built-in, compiled, or not found)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        with open(spec.origin, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def read_requirements(path: str) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 from nipype import Function, Node
 from nipype.interfaces.utility import Rename
 
-from nipype_batch.dependencies import imported_modules, node_dependencies
+from nipype_batch.dependencies import imported_modules, node_dependencies, pickled_references
 from nipype_batch.errors import ConfigurationError
 
 
@@ -55,9 +55,69 @@ def test_local_code_is_found_by_path():
     assert any(path.endswith("/examples") for path in local)  # tests' own local imports
 
 
-def test_interface_module_is_a_dependency():
+def _pin(name: str) -> str:
+    return f"{name}=={importlib.metadata.version(name)}"
+
+
+def test_interface_module_and_its_imports_are_dependencies():
     needs = node_dependencies(Node(Rename(format_string="x"), name="rename"))
-    assert needs.requirements == {f"nipype=={importlib.metadata.version('nipype')}"}
+    # nipype.interfaces.utility.base imports numpy and nibabel; the node pickles traits
+    assert needs.requirements == {_pin("nipype"), _pin("numpy"), _pin("nibabel"), _pin("traits")}
+    assert needs.reasons[_pin("numpy")] == "numpy imported by module nipype.interfaces.utility.base"
+
+
+def test_packages_imported_lazily_by_nipype_interfaces_are_traced():
+    """Nipype's DIPY interfaces import dipy inside _run_interface, not at their top."""
+    from nipype.interfaces.dipy import Denoise
+
+    needs = node_dependencies(Node(Denoise(), name="denoise"))
+    assert {_pin("dipy"), _pin("scipy"), _pin("nipype")} <= needs.requirements
+    assert "module nipype.interfaces.dipy.preprocess" in needs.reasons[_pin("dipy")]
+
+
+def test_modules_named_by_the_pickle_bring_their_top_level_imports():
+    """An interface defined in a test module that imports pytest at its top (Nipype's own)."""
+    from nipype.pipeline.engine.tests.test_base import EngineTestInterface
+
+    node = Node(EngineTestInterface(), name="engine")
+    assert ("nipype.pipeline.engine.tests.test_base", "EngineTestInterface") in \
+        pickled_references(node)
+    assert _pin("pytest") in node_dependencies(node).requirements
+
+
+def test_imports_the_driver_lacks_are_skipped_for_installed_modules():
+    """nipype.interfaces.io imports pyxnat, paramiko... in functions: only what is here."""
+    from nipype.interfaces.io import JSONFileSink
+
+    needs = node_dependencies(Node(JSONFileSink(), name="sink"))
+    assert _pin("boto3") in needs.requirements
+    assert not any(r.lower().startswith(("pyxnat", "mysqlclient")) for r in needs.requirements)
+
+
+class _LocalValue:
+    pass
+
+
+def test_values_of_classes_from_main_are_refused(monkeypatch):
+    """As if the script being run defined the class of an input value."""
+    import sys
+
+    monkeypatch.setattr(_LocalValue, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_LocalValue", _LocalValue, raising=False)
+    node = Node(Function(input_names=["x"], output_names=["out"], function=_local_import),
+                name="holder")
+    node.inputs.x = _LocalValue()
+    with pytest.raises(ConfigurationError, match=r"node 'holder' holds _LocalValue, "
+                       r"defined in the script being run \(__main__\)"):
+        node_dependencies(node)
+
+
+def test_unpicklable_inputs_are_refused_naming_the_node():
+    node = Node(Function(input_names=["x"], output_names=["out"], function=_local_import),
+                name="holder")
+    node.inputs.x = (lambda: 1)
+    with pytest.raises(ConfigurationError, match=r"node 'holder' cannot be pickled"):
+        node_dependencies(node)
 
 
 def test_missing_module_names_the_node_and_the_fix():
