@@ -35,6 +35,7 @@ from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
 from .errors import BatchJobError
 from .journal import Journal
+from .pickle_check import check_nodes_load
 from .preflight import preflight
 from .progress import Progress
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
@@ -47,7 +48,7 @@ from .provenance import (
 )
 from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .settings import BatchSettings
-from .staging import StagedPath, find_paths
+from .staging import StagedPath, find_paths, paths_in_strings
 from .status import JobState, JobStatus, next_poll_interval
 
 log = logging.getLogger("nipype_batch")
@@ -199,27 +200,39 @@ class BatchPlugin(DistributedPluginBase):
         # cheapest first: what the nodes import (no I/O), the cloud, then images
         plan = plan_images(job_nodes, self.settings, self.cloud.base_image)
         preflight(self.settings, self.cloud, job_nodes)
-        self._publish(*plan)
+        self._publish(*plan, nodes=job_nodes)
 
     def publish_images(self, nodes: list[Any]) -> list[PublishedImage]:
         """Build (where missing) and publish the job images ``nodes`` need.
 
         One image per base image, holding what all its nodes import; ready images (``image``)
-        are checked, not built.
+        are checked, not built. Every kind of node is then loaded in its image once.
         """
-        return self._publish(*plan_images(nodes, self.settings, self.cloud.base_image))
+        return self._publish(*plan_images(nodes, self.settings, self.cloud.base_image),
+                             nodes=nodes)
 
-    def _publish(self, specs: dict[str, Any], ready: dict[str, str]) -> list[PublishedImage]:
-        builder = ImageBuilder(self.cloud.docker(), self.cloud.registry)
+    def _publish(self, specs: dict[str, Any], ready: dict[str, str],
+                 nodes: list[Any]) -> list[PublishedImage]:
+        docker = self.cloud.docker()
+        builder = ImageBuilder(docker, self.cloud.registry)
+        local_refs: dict[str, str] = {}
         for spec in dict.fromkeys(specs.values()):
             image = builder.ensure(spec)
             self._image_by_base[spec.base_image] = image.ref
+            local_refs[image.ref] = image.local_ref
             self.published_images.append(image)
             log.info("Job image %s on %s: %s in %.1f s", image.ref, spec.base_image,
                      "built and pushed" if image.built else
                      "pushed" if image.pushed else "already published", image.seconds)
         for ref in sorted(set(ready.values())):
-            check_ready_image(self.cloud.docker(), ref)
+            check_ready_image(docker, ref)
+        # Before any submission: every kind of node must load in the image it will run in.
+        by_image: dict[str, list[Any]] = {}
+        for node in nodes:
+            ref = ready.get(node._id) or self._image_by_base[specs[node._id].base_image]
+            by_image.setdefault(ref, []).append(node)
+        for ref, image_nodes in by_image.items():
+            check_nodes_load(docker, ref, image_nodes, local_ref=local_refs.get(ref))
         return self.published_images
 
     def _image_for(self, resources: JobResources) -> str:
@@ -435,7 +448,7 @@ class BatchPlugin(DistributedPluginBase):
             image, self.settings.job_role_arn, _billing(self.settings.platform),
             self.settings.execution_role_arn)
         node_dir = node.output_dir()
-        staged = self._stage_inputs(node, node_dir)
+        staged, may_write = self._stage_inputs(node, node_dir)
         if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories
             staged.append(StagedPath(node_dir, "remote"))
         job_name = self._job_name(node)
@@ -455,6 +468,7 @@ class BatchPlugin(DistributedPluginBase):
             "node_pickle": node_pickle,  # in the payload: one object per job, not two
             "bundle_key": bundle_key,
             "inputs": [vars(s) for s in staged],
+            "string_paths": may_write,
         }
         environment = {**self.settings.environment, **cloud.job_environment}
         # the longest payload URI this job may get (an array child's is a little longer)
@@ -478,13 +492,17 @@ class BatchPlugin(DistributedPluginBase):
         return PreparedJob(taskid=taskid, job=job, payload=payload, environment=environment,
                            tags=tags, array_group=mapflow_parent(node_dir))
 
-    def _stage_inputs(self, node: Any, node_dir: str) -> list[StagedPath]:
-        """Upload the local files a node's inputs name; list every path the job must fetch."""
+    def _stage_inputs(self, node: Any, node_dir: str) -> tuple[list[StagedPath], list[str]]:
+        """Upload the local files a node's inputs name; list every path the job must fetch,
+        and the paths inside strings the node may write (see :func:`paths_in_strings`)."""
         base_dir = os.path.abspath(node.base_dir or "/")
-        staged = []
+        staged, may_write = [], []
         # A MapNode keeps its iterfields in node.inputs and the rest on its interface.
         values = [node.inputs.get(), node.interface.inputs.get()]
-        for path in sorted(find_paths(values)):
+        whole = find_paths(values)
+        in_strings = {path for path in paths_in_strings(values) - whole
+                      if not _is_system_path(path)}
+        for path in sorted(whole | in_strings):
             if _is_within(path, node_dir) or _is_within(base_dir, path):
                 continue  # its own outputs, or a directory holding the whole work tree
             if os.path.isfile(path):
@@ -495,7 +513,9 @@ class BatchPlugin(DistributedPluginBase):
                 staged.append(StagedPath(path, "dir"))
             else:
                 staged.append(StagedPath(path, "remote"))
-        return staged
+                if path in in_strings and os.path.isdir(os.path.dirname(path)):
+                    may_write.append(path)  # e.g. '-o /data/out.nii.gz': the tool writes it
+        return staged, may_write
 
     def _job_name(self, node: Any) -> str:
         name = f"{self.cloud.job_name_prefix}{self.settings.job_name_prefix}-{node.fullname}"
@@ -623,10 +643,16 @@ class BatchPlugin(DistributedPluginBase):
         stager, everything = self.cloud.stager, bool(self.settings.fetch_outputs)
         bundle = stager.get_bytes(job.bundle_key, missing_ok=True) if job.bundle_key else None
         if not bundle or not unpack_bookkeeping(bundle, job.node_dir):
-            return stager.fetch_node_dir(job.node_dir, everything=everything)
-        if everything:
-            stager.fetch_node_dir(job.node_dir, everything=True, data_only=True)
-        return True
+            fetched = stager.fetch_node_dir(job.node_dir, everything=everything)
+        else:
+            if everything:
+                stager.fetch_node_dir(job.node_dir, everything=True, data_only=True)
+            fetched = True
+        if fetched and everything:  # and what it wrote elsewhere, as a local run leaves it
+            for path in output_files(job.node_dir):
+                if not _is_within(path, job.node_dir):
+                    stager.download(StagedPath(path, "remote"))
+        return fetched
 
     def _task_finished_cb(self, jobid: int, cached: bool = False) -> None:
         self._graph_changed = True
@@ -697,6 +723,20 @@ def _show_progress() -> None:
                                            "%y%m%d-%H:%M:%S"))
     package_log.addHandler(handler)
     package_log.setLevel(logging.INFO)
+
+
+# Paths in a command line under these belong to the tool's own installation, which its image
+# has at the same place: staging the driver's copy would replace it.
+_SYSTEM_PREFIXES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run",
+                    "/sbin", "/sys", "/usr", "/var/lib", "/System", "/Library", "/Applications",
+                    "/opt/homebrew", "/opt/conda")
+
+
+def _is_system_path(path: str) -> bool:
+    """Whether a path found inside a string is the system's or Python's, not the user's."""
+    roots = (*_SYSTEM_PREFIXES, sys.prefix, sys.base_prefix, sys.exec_prefix)
+    return path in ("/tmp", "/home", "/root", "/opt", "/var") or any(
+        _is_within(path, root) for root in roots if root and root != "/")
 
 
 def _is_within(path: str, directory: str) -> bool:

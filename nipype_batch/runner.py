@@ -91,6 +91,12 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     timings: dict[str, float] = {"start": time.time()}
     node_dir = payload["node_dir"]
     fetched = sum(stager.download(StagedPath(**item)) for item in payload["inputs"])
+    # Paths named inside a command line that the driver did not have: the tool may write
+    # them, so their folders must exist here as they do on the driver.
+    string_paths = list(payload.get("string_paths") or [])
+    for path in string_paths:
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
     pickle_path = os.path.join(node_dir, "_nipype_batch_node.pklz")
     os.makedirs(node_dir, exist_ok=True)
     with open(pickle_path, "wb") as fh:
@@ -121,6 +127,10 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
             {"result": failed, "hostname": socket.gethostname(), "traceback": error},
         )
     timings["ran"] = time.time()
+    # Written by the tool at a path its command line named: an output like any other.
+    written = [p for p in string_paths if os.path.exists(p) and p not in output_files
+               and not (os.path.isfile(p) and stager.holds(p))]
+    output_files = sorted([*output_files, *written])
 
     outside = [p for p in output_files
                if not (p == node_dir or p.startswith(node_dir.rstrip("/") + "/"))]
@@ -146,9 +156,34 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     return EXIT_NODE_FAILED if error else 0
 
 
+def point_sdks_at(endpoint: str, config_dir: str) -> None:
+    """Send the node's own S3 calls (DataSink to ``s3://``, S3DataGrabber) to ``endpoint``.
+
+    Our runner passes its endpoint explicitly; Nipype's interfaces build their own clients.
+    boto3 reads ``AWS_ENDPOINT_URL``. Legacy boto (S3DataGrabber) has no endpoint setting
+    but honours a proxy in its config file, and an emulator answers absolute-URI requests as
+    a proxy would. Settings the job already has are kept.
+    """
+    os.environ.setdefault("AWS_ENDPOINT_URL", endpoint)
+    if "BOTO_CONFIG" not in os.environ:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint)
+        path = os.path.join(config_dir, "nipype-batch-boto.cfg")
+        with open(path, "w") as fh:
+            fh.write(f"[Boto]\nis_secure = {parts.scheme == 'https'}\n"
+                     f"proxy = {parts.hostname}\nproxy_port = {parts.port or 80}\n"
+                     "[s3]\ncalling_format = boto.s3.connection.OrdinaryCallingFormat\n")
+        os.environ["BOTO_CONFIG"] = path
+
+
 def main() -> int:
     """Run the job named by the environment; see the module docstring for exit codes."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry calls from jobs
+    if os.environ.get(ENDPOINT_ENV):
+        import tempfile
+
+        point_sdks_at(os.environ[ENDPOINT_ENV], tempfile.gettempdir())
     from .staging import Stager
 
     uri = os.environ.get(PAYLOAD_ENV)

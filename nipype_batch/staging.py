@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,35 @@ def find_paths(value: Any) -> set[str]:
             stack.extend(item.values())
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend(item)
+    return found
+
+
+def paths_in_strings(value: Any) -> set[str]:
+    """Absolute paths inside string values that are more than a path: the shell words of
+    ``args='-R -s length /data/sub-01_dwi.bval'`` and of ``--ref=/data/tpl.nii.gz``.
+
+    Quoted words keep their spaces (``'-i "/data/my study/t1.nii"'``). Multi-line strings are
+    source code or text, not command lines, and are passed over.
+    """
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        elif isinstance(item, str) and "/" in item and "\n" not in item and len(item) < 8192:
+            try:
+                words = shlex.split(item)
+            except ValueError:  # an unbalanced quote: plain words still help
+                words = item.split()
+            if item.startswith("/") and (words == [item] or os.path.exists(item)):
+                continue  # a whole path (spaces and all): find_paths' business
+            for word in words:
+                for candidate in (word, word.partition("=")[2]):
+                    if candidate.startswith("/") and candidate != "/":
+                        found.add(os.path.normpath(candidate))
     return found
 
 
@@ -190,6 +220,8 @@ class Stager:
             return int(self.download_file(self.key_for(staged.path), staged.path))
         if staged.kind == "remote" and self.download_file(self.key_for(staged.path), staged.path):
             return 1
+        if staged.kind == "dir":  # an empty one too: Directory(exists=True) must hold here
+            os.makedirs(staged.path, exist_ok=True)
         count = 0
         for key, _size in self.list_tree(staged.path):
             count += self.download_file(key, self.path_for(key))

@@ -333,7 +333,7 @@ class SimulatedStack:
         from ..plugin import BatchPlugin
 
         class SimulatedBatchPlugin(BatchPlugin):
-            def _publish(self, specs: Any, ready: Any) -> list:
+            def _publish(self, specs: Any, ready: Any, nodes: Any) -> list:
                 return []
 
             def _image_for(self, resources: Any) -> str:
