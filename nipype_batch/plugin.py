@@ -33,11 +33,12 @@ from .batch_client import child_job_id, fits_overrides
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
+from .cost import Prices, significant
 from .errors import BatchJobError
 from .journal import Journal
 from .pickle_check import check_nodes_load
 from .preflight import preflight
-from .progress import Progress
+from .progress import Progress, Snapshot, StageRow, clock
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
 from .provenance import (
     job_record,
@@ -47,6 +48,7 @@ from .provenance import (
     write_job_record,
 )
 from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
+from .run_log import LOG_NAME, OURS, RunLog, hold_nipype_records, start_run_log
 from .settings import BatchSettings
 from .staging import StagedPath, find_paths, paths_in_strings
 from .status import JobState, JobStatus, next_poll_interval
@@ -103,6 +105,7 @@ class BatchPlugin(DistributedPluginBase):
         self.max_jobs = self.settings.max_jobs
         self.run_id = uuid.uuid4().hex[:10]
         self._cloud: Cloud | None = None
+        self._held_records = hold_nipype_records(self.settings.progress, sys.stderr)
         self._reset_run_state()
 
     def _reset_run_state(self) -> None:
@@ -123,6 +126,13 @@ class BatchPlugin(DistributedPluginBase):
         self.published_images: list[PublishedImage] = []
         self._next_taskid = 0
         self._progress = Progress("off")
+        self._run_log: RunLog | None = None
+        self._started = time.monotonic()
+        self._failed_nodes: set[int] = set()  # id() of nodes that raised, and of those skipped
+        self._skipped_nodes: set[int] = set()
+        self._crash_files: list[tuple[str, str]] = []  # (node, crash file)
+        self._prices: Prices | None = None
+        self._cost_collected = 0.0  # of jobs already collected
         self._log_tails: dict[str, list[str]] = {}
         self.submitted_job_ids: list[str] = []
         self.array_job_ids: list[str] = []
@@ -154,6 +164,7 @@ class BatchPlugin(DistributedPluginBase):
         _show_progress()
         mode = {True: "auto", False: "off"}.get(self.settings.progress, self.settings.progress)
         self._progress = Progress(str(mode))
+        self._started = time.monotonic()
         # Nipype sleeps poll_sleep_duration (2 s) after every pass of its loop, so each
         # dependency level waits a full interval. Let the loop tick fast; _get_result polls
         # Batch on its own adaptive schedule (poll_min_s..poll_max_s).
@@ -163,13 +174,19 @@ class BatchPlugin(DistributedPluginBase):
             return super().run(graph, config, updatehash=updatehash)
         finally:
             self._cancel_in_flight()
-            self._progress.close()
-            self._write_report()
+            if self._held_records is not None:  # the run ended before its first check
+                self._held_records.hand_over()
+                self._held_records = None
+            report = self._write_report()
+            self._progress.close(self._summary(report))
+            if self._run_log is not None:
+                self._run_log.restore()
+                self._run_log = None
 
-    def _write_report(self) -> None:
+    def _write_report(self) -> str | None:
         """The run report next to the workflow; a failure here never hides the run's own."""
         if not self.settings.report or not (self.submitted_job_ids or self.resumed_job_ids):
-            return
+            return None
         try:
             from .report import write_report
 
@@ -177,8 +194,29 @@ class BatchPlugin(DistributedPluginBase):
                                  platform=_billing(self.settings.platform),
                                  spot=self.settings.platform == "spot")
             log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
+            return str(paths.html)
         except Exception as exc:
             log.warning("Could not write the run report: %s", exc)
+            return None
+
+    def _summary(self, report: str | None) -> list[str]:
+        """What the run leaves on screen when it ends: outcome, crash files, report, cost."""
+        if self.procs is None:
+            return []
+        rows = self._stage_rows()
+        done = sum(r.done for r in rows)
+        total = sum(r.total for r in rows)
+        failed = len(self._crash_files)
+        lines = [f"nipype-batch: {done} of {total} nodes done, {failed} failed, "
+                 f"{len(self.submitted_job_ids)} jobs submitted in "
+                 f"{clock(time.monotonic() - self._started)}"]
+        lines += [f"  failed: {node}: crash file {path}" for node, path in self._crash_files]
+        if report:
+            lines.append(f"  report: {report}")
+        cost = self._cost_so_far()
+        if cost:
+            lines.append(f"  estimated cost: {cost} ({self._prices_note()})")
+        return lines
 
     def _prerun_check(self, graph: Any) -> None:
         """Everything that can fail, fails here: before any job is submitted."""
@@ -190,6 +228,9 @@ class BatchPlugin(DistributedPluginBase):
                 node.run_without_submitting = True
             else:
                 job_nodes.append(node)
+        work_dir = next((n.base_dir for n in graph.nodes() if n.base_dir), tempfile.gettempdir())
+        held, self._held_records = self._held_records, None
+        self._run_log = start_run_log(os.path.join(work_dir, LOG_NAME), self._progress, held)
         if not job_nodes:
             return
         self._journal = Journal(job_nodes[0].base_dir or tempfile.gettempdir())
@@ -570,15 +611,62 @@ class BatchPlugin(DistributedPluginBase):
             states.elements(), self._poll_interval, self.settings.poll_min_s,
             self.settings.poll_max_s)
         self._next_poll = time.monotonic() + self._poll_interval
-        self._progress.update(self._node_stages(), {s.value: n for s, n in states.items()})
+        self._progress.update(Snapshot.of(
+            self._stage_rows(), {s.value: n for s, n in states.items()},
+            time.monotonic() - self._started, self._cost_so_far()))
 
-    def _node_stages(self) -> dict[str, int]:
-        """Nodes by stage, from Nipype's own bookkeeping (MapNode subnodes count as nodes)."""
-        failed = len(self._run_errors)
-        return {"waiting": int((~self.proc_done).sum()),
-                "submitted": int(self.proc_pending.sum()),
-                "done": int((self.proc_done & ~self.proc_pending).sum()) - failed,
-                "failed": failed}
+    def _stage_rows(self) -> list[StageRow]:
+        """Nodes by stage (the node's name; a MapNode's subnodes count under its name), from
+        Nipype's own bookkeeping and the Batch state of each node's job."""
+        task_of = {jobid: taskid for taskid, jobid in self.pending_tasks}
+        parents = set(self.mapnodesubids.values())
+        counts: dict[str, Counter] = {}
+        for jobid, node in enumerate(self.procs):
+            if jobid in parents:
+                continue  # the MapNode itself: its subnodes are its work
+            parent = self.mapnodesubids.get(jobid)
+            row = counts.setdefault(self.procs[parent].name if parent is not None else node.name,
+                                    Counter())
+            row["total"] += 1
+            job = self._jobs.get(task_of.get(jobid, -1))
+            if id(node) in self._failed_nodes:
+                row["failed"] += 1
+            elif id(node) in self._skipped_nodes:
+                continue
+            elif job is not None:
+                status = (self._statuses.get(job.job_id)
+                          or self._array_statuses.get(job.array_job_id or ""))
+                state = status.state if status is not None else JobState.SUBMITTED
+                row["running" if state in (JobState.STARTING, JobState.RUNNING) else
+                    "done" if state is JobState.SUCCEEDED else "queued"] += 1
+            elif self.proc_done[jobid] and not self.proc_pending[jobid]:
+                row["done"] += 1
+        return [StageRow(name, **row) for name, row in counts.items()]
+
+    def _cost_so_far(self) -> str | None:
+        """Jobs' billed time so far at the report's prices: collected jobs, and those running."""
+        if self._prices is None:
+            from .cost import load_prices
+
+            try:
+                self._prices = load_prices(_billing(self.settings.platform),
+                                           spot=self.settings.platform == "spot")
+            except Exception:
+                return None
+        now_ms = time.time() * 1000
+        running = sum(_job_cost(job.resources, status.started_at, now_ms, self._prices)
+                      for job in self._jobs.values()
+                      if (status := self._statuses.get(job.job_id)) is not None
+                      and status.started_at and not status.state.done)
+        total = (self._cost_collected + running) * (
+            1 - self._prices.spot_discount if self._prices.spot else 1)
+        return f"{self._prices.currency} {significant(total)}"
+
+    def _prices_note(self) -> str:
+        prices = self._prices
+        if prices is None:
+            return ""
+        return f"{prices.platform}{' Spot' if prices.spot else ''} prices of {prices.as_of}"
 
     def _current_states(self, in_flight: list[SubmittedJob], top: set[str]) -> Counter:
         """How many jobs in flight are in each state; an array counts its children."""
@@ -608,6 +696,10 @@ class BatchPlugin(DistributedPluginBase):
         if job.array_job_id is not None:
             record.update(array_job_id=job.array_job_id, array_index=job.array_index)
         write_job_record(job.node_dir, record)
+        if self._prices is not None and status.started_at:
+            self._cost_collected += _job_cost(job.resources, status.started_at,
+                                              status.stopped_at or status.started_at,
+                                              self._prices)
         result_file = os.path.join(job.node_dir, f"result_{job.node_name}.pklz")
         if status.state is JobState.SUCCEEDED and fetched and not runner.get("node_failed"):
             return {"result": None, "traceback": None, "hostname": runner.get("hostname")}
@@ -678,7 +770,16 @@ class BatchPlugin(DistributedPluginBase):
         # (run_without_submitting) that raises must fail the run too, as with MultiProc.
         if result is None and sys.exc_info()[0] is not None:
             self._run_errors.append("".join(format_exception(*sys.exc_info())))
-        return super()._clean_queue(jobid, graph, result=result)
+        self._failed_nodes.add(id(self.procs[jobid]))
+        removed = super()._clean_queue(jobid, graph, result=result)
+        for node in (removed or {}).get("dependents", [])[1:]:
+            self._skipped_nodes.add(id(node))
+        return removed
+
+    def _report_crash(self, node: Any, result: dict[str, Any] | None = None) -> str:
+        crash_file = super()._report_crash(node, result=result)
+        self._crash_files.append((node.fullname, str(crash_file)))
+        return crash_file
 
     def _cancel_in_flight(self) -> None:
         if not self._jobs or self._cloud is None:
@@ -713,12 +814,21 @@ def _missing_module(traceback: list[str]) -> str | None:
     return found[-1] if found else None
 
 
+def _job_cost(resources: JobResources, started_ms: float, stopped_ms: float,
+              prices: Prices) -> float:
+    """On-demand cost of one attempt's running time (the report's rule, without its rows)."""
+    hours = max((stopped_ms - started_ms) / 1000, prices.minimum_s) / 3600
+    return hours * (resources.vcpus * prices.vcpu_hour
+                    + resources.memory_mb / 1024 * prices.gb_hour)
+
+
 def _show_progress() -> None:
     """Make our INFO lines visible next to Nipype's when the application set up no logging."""
     package_log = logging.getLogger("nipype_batch")
     if package_log.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler()
+    setattr(handler, OURS, True)  # run_log may send this handler's records to the run's log
     handler.setFormatter(logging.Formatter("%(asctime)s nipype_batch %(levelname)s: %(message)s",
                                            "%y%m%d-%H:%M:%S"))
     package_log.addHandler(handler)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything nipype-batch's local stack and tests need on a fresh Debian machine:
-# Docker daemon, mmdebstrap, Debian's registry and chromium (apt; the report's browser test),
+# Docker daemon, mmdebstrap, Debian's registry, chromium and tmux (apt; the report's browser
+# test and the live view's terminal test),
 # the Python package with its test extras (pip), and the default base image. Safe to run
 # again: each step is skipped when done.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v tmux >/dev/null || need_apt+=(tmux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   $SUDO apt-get update -qq
