@@ -133,6 +133,7 @@ class BatchPlugin(DistributedPluginBase):
         self._crash_files: list[tuple[str, str]] = []  # (node, crash file)
         self._prices: Prices | None = None
         self._cost_collected = 0.0  # of jobs already collected
+        self._proc_dirs: dict[int, str] = {}  # Nipype's node index -> its directory
         self._log_tails: dict[str, list[str]] = {}
         self.submitted_job_ids: list[str] = []
         self.array_job_ids: list[str] = []
@@ -618,7 +619,12 @@ class BatchPlugin(DistributedPluginBase):
     def _stage_rows(self) -> list[StageRow]:
         """Nodes by stage (the node's name; a MapNode's subnodes count under its name), from
         Nipype's own bookkeeping and the Batch state of each node's job."""
-        task_of = {jobid: taskid for taskid, jobid in self.pending_tasks}
+        # Nipype pops pending_tasks while it asks for results, so jobs are found by directory.
+        job_in = {job.node_dir: job for job in self._jobs.values()}
+        # An array's children are not described until it ends: its summary says how many
+        # are in each state, and they all count under one stage.
+        from_summary = {array_id: _states_in_order(status.array_summary or {})
+                        for array_id, status in self._array_statuses.items()}
         parents = set(self.mapnodesubids.values())
         counts: dict[str, Counter] = {}
         for jobid, node in enumerate(self.procs):
@@ -628,20 +634,30 @@ class BatchPlugin(DistributedPluginBase):
             row = counts.setdefault(self.procs[parent].name if parent is not None else node.name,
                                     Counter())
             row["total"] += 1
-            job = self._jobs.get(task_of.get(jobid, -1))
+            pending = self.proc_done[jobid] and self.proc_pending[jobid]
+            job = job_in.get(self._output_dir_of(jobid)) if pending else None
             if id(node) in self._failed_nodes:
                 row["failed"] += 1
             elif id(node) in self._skipped_nodes:
                 continue
             elif job is not None:
-                status = (self._statuses.get(job.job_id)
-                          or self._array_statuses.get(job.array_job_id or ""))
-                state = status.state if status is not None else JobState.SUBMITTED
+                status = self._statuses.get(job.job_id)
+                if status is not None:
+                    state = status.state
+                elif from_summary.get(job.array_job_id or ""):
+                    state = from_summary[job.array_job_id or ""].pop()
+                else:
+                    state = JobState.SUBMITTED
                 row["running" if state in (JobState.STARTING, JobState.RUNNING) else
                     "done" if state is JobState.SUCCEEDED else "queued"] += 1
             elif self.proc_done[jobid] and not self.proc_pending[jobid]:
                 row["done"] += 1
         return [StageRow(name, **row) for name, row in counts.items()]
+
+    def _output_dir_of(self, jobid: int) -> str:
+        if jobid not in self._proc_dirs:
+            self._proc_dirs[jobid] = self.procs[jobid].output_dir()
+        return self._proc_dirs[jobid]
 
     def _cost_so_far(self) -> str | None:
         """Jobs' billed time so far at the report's prices: collected jobs, and those running."""
@@ -654,10 +670,11 @@ class BatchPlugin(DistributedPluginBase):
             except Exception:
                 return None
         now_ms = time.time() * 1000
-        running = sum(_job_cost(job.resources, status.started_at, now_ms, self._prices)
+        running = sum(_job_cost(job.resources, status.started_at, status.stopped_at or now_ms,
+                                self._prices)
                       for job in self._jobs.values()
                       if (status := self._statuses.get(job.job_id)) is not None
-                      and status.started_at and not status.state.done)
+                      and status.started_at)
         total = (self._cost_collected + running) * (
             1 - self._prices.spot_discount if self._prices.spot else 1)
         return f"{self._prices.currency} {significant(total)}"
@@ -812,6 +829,11 @@ def _missing_module(traceback: list[str]) -> str | None:
     """The module a remote ModuleNotFoundError names, if that is how the node failed."""
     found = re.findall(r"ModuleNotFoundError: No module named '([\w.]+)'", "".join(traceback))
     return found[-1] if found else None
+
+
+def _states_in_order(summary: dict[str, int]) -> list[JobState]:
+    """An array's children by state, as a stack to pop from."""
+    return [JobState(state) for state, count in summary.items() for _ in range(count)]
 
 
 def _job_cost(resources: JobResources, started_ms: float, stopped_ms: float,
