@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import MutableMapping
 from typing import Any
 
 from .protocol import (
@@ -156,7 +157,8 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     return EXIT_NODE_FAILED if error else 0
 
 
-def point_sdks_at(endpoint: str, config_dir: str) -> None:
+def point_sdks_at(endpoint: str, config_dir: str,
+                  environ: MutableMapping[str, str] = os.environ) -> None:
     """Send the node's own S3 calls (DataSink to ``s3://``, S3DataGrabber) to ``endpoint``.
 
     Our runner passes its endpoint explicitly; Nipype's interfaces build their own clients.
@@ -164,8 +166,8 @@ def point_sdks_at(endpoint: str, config_dir: str) -> None:
     but honours a proxy in its config file, and an emulator answers absolute-URI requests as
     a proxy would. Settings the job already has are kept.
     """
-    os.environ.setdefault("AWS_ENDPOINT_URL", endpoint)
-    if "BOTO_CONFIG" not in os.environ:
+    environ.setdefault("AWS_ENDPOINT_URL", endpoint)
+    if "BOTO_CONFIG" not in environ:
         from urllib.parse import urlsplit
 
         parts = urlsplit(endpoint)
@@ -174,7 +176,7 @@ def point_sdks_at(endpoint: str, config_dir: str) -> None:
             fh.write(f"[Boto]\nis_secure = {parts.scheme == 'https'}\n"
                      f"proxy = {parts.hostname}\nproxy_port = {parts.port or 80}\n"
                      "[s3]\ncalling_format = boto.s3.connection.OrdinaryCallingFormat\n")
-        os.environ["BOTO_CONFIG"] = path
+        environ["BOTO_CONFIG"] = path
 
 
 def main() -> int:

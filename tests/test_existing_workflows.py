@@ -248,9 +248,10 @@ def test_nipype_s3_io_runs_in_jobs(tmp_path, local_args, local_stack, monkeypatc
     # Linear runs here: point this process's SDKs at the emulator as the runner does in jobs.
     for name, value in local_stack.job_environment().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("BOTO_CONFIG", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    point_sdks_at(local_stack.endpoint_url, str(tmp_path))
+    pointed: dict[str, str] = {}
+    point_sdks_at(local_stack.endpoint_url, str(tmp_path), pointed)
+    for name, value in pointed.items():  # undone after the test: later tests use moto
+        monkeypatch.setenv(name, value)
     for run in ("linear", "batch"):
         (tmp_path / f"{run}-raw").mkdir()
     _s3_study(tmp_path / "linear", tmp_path / "linear-raw",
