@@ -189,6 +189,12 @@ class CostEstimate:
                 f"prices of {p.as_of}")
 
 
+def usage_cost(vcpus: float, memory_mb: float, seconds: float, prices: Prices) -> float:
+    """On-demand cost of ``seconds`` of one attempt (at least ``minimum_s``)."""
+    hours = max(seconds, prices.minimum_s) / 3600
+    return hours * (vcpus * prices.vcpu_hour + memory_mb / 1024 * prices.gb_hour)
+
+
 def job_cost(row: JobRow, prices: Prices) -> JobCost:
     """Usage of one job: each attempt's running seconds (at least ``minimum_s``)."""
     billed = sum(max(attempt.running_s, prices.minimum_s)

@@ -33,7 +33,7 @@ from .batch_client import child_job_id, fits_overrides
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
-from .cost import Prices, significant
+from .cost import Prices, significant, usage_cost
 from .errors import BatchJobError
 from .journal import Journal
 from .pickle_check import check_nodes_load
@@ -838,10 +838,9 @@ def _states_in_order(summary: dict[str, int]) -> list[JobState]:
 
 def _job_cost(resources: JobResources, started_ms: float, stopped_ms: float,
               prices: Prices) -> float:
-    """On-demand cost of one attempt's running time (the report's rule, without its rows)."""
-    hours = max((stopped_ms - started_ms) / 1000, prices.minimum_s) / 3600
-    return hours * (resources.vcpus * prices.vcpu_hour
-                    + resources.memory_mb / 1024 * prices.gb_hour)
+    """On-demand cost of one attempt's running time, by the report's rule."""
+    return usage_cost(resources.vcpus, resources.memory_mb, (stopped_ms - started_ms) / 1000,
+                      prices)
 
 
 def _show_progress() -> None:
