@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 from nipype_batch.report import HTML_NAME, PNG_NAME
+from nipype_batch.run_log import LOG_NAME
 from nipype_batch.staging import is_bookkeeping
 
 # Files whose bytes legitimately differ between runs (timings, hosts, pickled environments),
-# or that only one plugin writes.
+# or that only one plugin writes (its report and its run's log).
 _RUN_SPECIFIC = ("d3.js", "graph.json", "graph1.json", "index.html", "crashstore.pklz",
-                 HTML_NAME, PNG_NAME)
+                 HTML_NAME, PNG_NAME, LOG_NAME)
 
 
 def node_dirs(work: Path) -> set[str]:

@@ -6,7 +6,6 @@ Needs the emulator (moto server) but not Docker.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -45,16 +44,19 @@ def directory_stack(tmp_path):
     stack.stop()
 
 
-def test_mapnode_on_the_simulated_batch_matches_linear(tmp_path, simulated, caplog):
+def test_mapnode_on_the_simulated_batch_matches_linear(tmp_path, simulated, capsys):
     _mapped(tmp_path / "linear", 40).run(plugin="Linear")
     plugin = simulated.plugin()
     before = dict(simulated.cloud.api_calls.counts)
-    with caplog.at_level(logging.INFO, logger="nipype_batch"):
-        _mapped(tmp_path / "sim", 40).run(plugin=plugin)
-    # not a terminal: progress comes as plain log lines
-    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("nodes:")]
-    assert progress and progress[-1].startswith("nodes: 0 waiting")
-    assert "AWS Batch jobs:" in progress[0] and not any("\x1b[" in p for p in progress)
+    capsys.readouterr()
+    _mapped(tmp_path / "sim", 40).run(plugin=plugin)
+    # not a terminal: progress comes as plain lines on stderr, one per change of state
+    err = capsys.readouterr().err
+    progress = [line for line in err.splitlines() if "| AWS Batch jobs:" in line]
+    assert progress and progress[0].startswith("[  0%] 0 of 41 nodes done")
+    assert "nipype-batch: 41 of 41 nodes done, 0 failed" in err
+    assert "\x1b[" not in err
+    assert len(progress) == len(set(progress)), "a line repeats an unchanged state"
     calls = {k: v - before.get(k, 0) for k, v in simulated.cloud.api_calls.counts.items()}
 
     assert node_dirs(tmp_path / "linear" / "mapped") == node_dirs(tmp_path / "sim" / "mapped")
