@@ -507,6 +507,7 @@ class BatchPlugin(DistributedPluginBase):
             "bucket": cloud.stager.bucket,
             "prefix": cloud.stager.prefix,
             "node_dir": node_dir,
+            "node_name": node.name,  # names the result file even if the pickle cannot load
             "node_pickle": node_pickle,  # in the payload: one object per job, not two
             "bundle_key": bundle_key,
             "inputs": [vars(s) for s in staged],
@@ -732,18 +733,18 @@ class BatchPlugin(DistributedPluginBase):
                 f"{status.state.value}: {status.reason or 'no reason given'} (exit code "
                 f"{status.exit_code}). It left no result file under {where}.\n"
             ]
-        missing = _missing_module(traceback)
-        if missing:
-            traceback.append(
-                f"\nHint: the job image has no module {missing!r}. Add its package to "
-                f"plugin_args={{'packages': [...]}} (pinned to your installed version).\n"
-            )
         tail = self.cloud.batch.log_tail(status.log_stream)
         self._log_tails[job.job_id] = tail
         if tail:
             traceback.append(
                 f"\n--- last {len(tail)} log lines of job {job.job_id} "
                 f"(log stream {status.log_stream}) ---\n" + "\n".join(tail) + "\n"
+            )
+        missing = _missing_module(traceback)  # in the reason or in the job's own log
+        if missing:
+            traceback.append(
+                f"\nHint: the job image has no module {missing!r}. Add its package to "
+                f"plugin_args={{'packages': [...]}} (pinned to your installed version).\n"
             )
         return {"result": None, "traceback": traceback, "hostname": runner.get("hostname")}
 

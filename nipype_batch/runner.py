@@ -85,7 +85,7 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     # before Nipype (and numpy, which reads OMP_NUM_THREADS and the like) is imported.
     os.environ.update(payload.get("environment") or {})
     from nipype import config, logging
-    from nipype.utils.filemanip import loadpkl, savepkl
+    from nipype.utils.filemanip import loadpkl
 
     from .staging import StagedPath, find_paths
 
@@ -104,29 +104,31 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
         fh.write(base64.b64decode(payload["node_pickle"]))
     timings["staged_in"] = time.time()
 
-    info = loadpkl(pickle_path)
-    os.remove(pickle_path)
-    node = info["node"]
-    config.update_config(node.config or {})
-    logging.update_logging(config)
     error: list[str] | None = None
     output_files: list[str] = []
     try:
-        result = node.run(updatehash=info["updatehash"])
-        outputs = _outputs_dict(result.outputs if result is not None else None)
-        output_files = sorted(p for p in find_paths(outputs) if os.path.exists(p))
+        info = loadpkl(pickle_path)
     except Exception:
-        error = traceback.format_exception(*sys.exc_info())
-        sys.stderr.write("".join(error))
+        # The node's pickle names a module this image lacks: the node fails as a node that
+        # raised does (a result file with the traceback, the crash file on the driver), not
+        # as the runner, which Batch would retry to the same end.
+        info = None
+        error = _fail(node_dir, payload.get("node_name", "node"), None)
+    os.remove(pickle_path)
+    if info is not None:
+        node = info["node"]
+        config.update_config(node.config or {})
+        logging.update_logging(config)
         try:
-            failed = node.result
+            result = node.run(updatehash=info["updatehash"])
+            outputs = _outputs_dict(result.outputs if result is not None else None)
+            output_files = sorted(p for p in find_paths(outputs) if os.path.exists(p))
         except Exception:
-            failed = None
-        os.makedirs(node_dir, exist_ok=True)
-        savepkl(
-            os.path.join(node_dir, f"result_{node.name}.pklz"),
-            {"result": failed, "hostname": socket.gethostname(), "traceback": error},
-        )
+            try:
+                failed = node.result
+            except Exception:
+                failed = None
+            error = _fail(node_dir, node.name, failed)
     timings["ran"] = time.time()
     # Written by the tool at a path its command line named: an output like any other.
     written = [p for p in string_paths if os.path.exists(p) and p not in output_files
@@ -155,6 +157,18 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
         stager.ensure_uploaded(path)
     stager.upload_tree(node_dir, bundle_key=payload.get("bundle_key"))
     return EXIT_NODE_FAILED if error else 0
+
+
+def _fail(node_dir: str, node_name: str, result: Any) -> list[str]:
+    """Write the result file of a node that failed, holding the traceback being handled."""
+    from nipype.utils.filemanip import savepkl
+
+    error = traceback.format_exception(*sys.exc_info())
+    sys.stderr.write("".join(error))
+    os.makedirs(node_dir, exist_ok=True)
+    savepkl(os.path.join(node_dir, f"result_{node_name}.pklz"),
+            {"result": result, "hostname": socket.gethostname(), "traceback": error})
+    return error
 
 
 def point_sdks_at(endpoint: str, config_dir: str,

@@ -1,0 +1,1 @@
+"""Nipype's own workflow-running tests, run from the installed package with a forced plugin."""
