@@ -1,6 +1,6 @@
 """What tracing a workflow's dependencies costs the driver, against pickling its nodes.
 
-Every node is pickled once to list what it names (see nipype_batch.dependencies), and the
+Every node is pickled once to list what it names (see nipype_batch.images.dependencies), and the
 modules named are read once per process. Baseline: pickling the same nodes, which every run
 does anyway to submit them.
 
@@ -17,8 +17,8 @@ from nipype import Function, Node
 from nipype.interfaces.dipy import DTI, Denoise
 from nipype.interfaces.utility import Rename
 
-from nipype_batch.dependencies import _installed_module_needs, node_dependencies
-from nipype_batch.pickle_check import node_kinds
+from nipype_batch.images.dependencies import _installed_module_needs, node_dependencies
+from nipype_batch.images.load_check import node_kinds
 
 
 def _scale(x, factor=2):

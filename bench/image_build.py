@@ -27,10 +27,10 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nipype-batch-bench-") as tmp:
         os.environ["NIPYPE_BATCH_CACHE"] = str(Path(tmp, "cache"))  # cold wheel cache
-        from nipype_batch.builder import ImageBuilder
-        from nipype_batch.image import DEFAULT_BASE_IMAGE, ImageSpec
+        from nipype_batch.images.build import DEFAULT_BASE_IMAGE, ImageSpec
+        from nipype_batch.images.plan import ImageBuilder
+        from nipype_batch.images.registries import PlainRegistry
         from nipype_batch.local import LocalStack
-        from nipype_batch.registries import PlainRegistry
 
         stack = LocalStack.get()
         docker = stack.docker

@@ -10,7 +10,6 @@ from __future__ import annotations
 import nipype.pipeline.plugins as _nipype_plugins
 
 from .api import build_images
-from .builder import PublishedImage
 from .errors import (
     BatchJobError,
     ConfigurationError,
@@ -19,6 +18,7 @@ from .errors import (
     NipypeBatchError,
     StagingError,
 )
+from .images.plan import PublishedImage
 from .plugin import BatchPlugin
 from .report import write_report
 from .settings import BatchSettings

@@ -91,10 +91,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .builder import plan_images
     from .cloud import connect
-    from .dockerd import connect_docker
-    from .image import ensure_base_image
+    from .images.build import ensure_base_image
+    from .images.docker import connect_docker
+    from .images.plan import plan_images
     from .preflight import Check, run_checks
     from .resources import runs_on_driver
     from .settings import BatchSettings

@@ -12,8 +12,8 @@ from typing import Any
 from .api_calls import ApiCallCounter
 from .batch_client import BatchClient
 from .errors import ConfigurationError
-from .image import DEFAULT_BASE_IMAGE
-from .registries import EcrRegistry, PlainRegistry, Registry
+from .images.build import DEFAULT_BASE_IMAGE
+from .images.registries import EcrRegistry, PlainRegistry, Registry
 from .retry_policy import client_config
 from .settings import BatchSettings
 from .staging import Stager
@@ -38,7 +38,7 @@ class Cloud:
     def docker(self) -> Any:
         """The Docker client used to build images (connected on first use)."""
         if self._docker is None:
-            from .dockerd import connect_docker
+            from .images.docker import connect_docker
 
             self._docker = connect_docker()
         return self._docker

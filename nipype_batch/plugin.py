@@ -30,13 +30,13 @@ from nipype.utils.filemanip import loadpkl, savepkl
 
 from .arrays import array_job_name, group_for_arrays, mapflow_parent
 from .batch_client import child_job_id, fits_overrides
-from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
 from .cost import Prices, significant, usage_cost
 from .errors import BatchJobError
+from .images.load_check import check_nodes_load
+from .images.plan import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .journal import Journal
-from .pickle_check import check_nodes_load
 from .preflight import preflight
 from .progress import Progress, Snapshot, StageRow, clock
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV

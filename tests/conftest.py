@@ -21,7 +21,7 @@ import nipype_batch  # noqa: E402,F401  registers plugin='AWSBatch'
 
 def _docker_problem() -> str | None:
     try:
-        from nipype_batch.dockerd import connect_docker
+        from nipype_batch.images.docker import connect_docker
 
         connect_docker()
     except Exception as exc:

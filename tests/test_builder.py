@@ -11,9 +11,9 @@ import pytest
 from nipype import Function, Node, Workflow
 
 from nipype_batch import BatchPlugin, ImageBuildError, build_images
-from nipype_batch.builder import ImageBuilder
-from nipype_batch.image import DEFAULT_BASE_IMAGE, ImageSpec, prepare_image
-from nipype_batch.registries import PlainRegistry
+from nipype_batch.images.build import DEFAULT_BASE_IMAGE, ImageSpec, prepare_image
+from nipype_batch.images.plan import ImageBuilder
+from nipype_batch.images.registries import PlainRegistry
 
 pytestmark = pytest.mark.docker
 

@@ -8,8 +8,8 @@ import pytest
 from nipype import Function, Node
 from nipype.interfaces.utility import Rename
 
-from nipype_batch.dependencies import imported_modules, node_dependencies, pickled_references
 from nipype_batch.errors import ConfigurationError
+from nipype_batch.images.dependencies import imported_modules, node_dependencies, pickled_references
 
 
 def _uses_preamble(x):

@@ -25,8 +25,8 @@ from nipype.interfaces.utility import IdentityInterface
 from examples.dmri_workflow.make_data import make_dataset
 from nipype_batch import BatchPlugin
 from nipype_batch.errors import ConfigurationError
-from nipype_batch.image import DEFAULT_BASE_IMAGE
-from nipype_batch.pickle_check import check_nodes_load
+from nipype_batch.images.build import DEFAULT_BASE_IMAGE
+from nipype_batch.images.load_check import check_nodes_load
 from nipype_batch.runner import point_sdks_at
 from tests.helpers import assert_same_tree
 

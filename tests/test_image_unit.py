@@ -8,7 +8,7 @@ import re
 import pytest
 
 from nipype_batch.errors import ConfigurationError
-from nipype_batch.image import driver_constraints, pin_to_driver, source_digest
+from nipype_batch.images.build import driver_constraints, pin_to_driver, source_digest
 
 NIPYPE_VERSION = importlib.metadata.version("nipype")
 

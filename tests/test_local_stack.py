@@ -8,7 +8,7 @@ import pytest
 from nipype import Function, Node, Workflow
 
 from nipype_batch import BatchPlugin, LocalStackError
-from nipype_batch.dockerd import connect_docker
+from nipype_batch.images.docker import connect_docker
 from nipype_batch.local.stack import sweep_containers
 
 

@@ -7,7 +7,7 @@ import importlib.metadata
 from nipype import Function, Node
 from nipype.interfaces.utility import Rename
 
-from nipype_batch.pickle_check import _explain, node_kinds
+from nipype_batch.images.load_check import _explain, node_kinds
 
 
 def _double(x):

@@ -16,7 +16,7 @@ from moto import mock_aws
 
 from nipype_batch.api_calls import ApiCallCounter
 from nipype_batch.errors import ImageBuildError
-from nipype_batch.registries import MANIFEST_TYPES, EcrRegistry, PlainRegistry
+from nipype_batch.images.registries import MANIFEST_TYPES, EcrRegistry, PlainRegistry
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account

@@ -11,8 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..cache import cache_dir
 from ..errors import LocalStackError
-from ..image import cache_dir
 
 log = logging.getLogger(__name__)
 

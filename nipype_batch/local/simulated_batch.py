@@ -298,7 +298,7 @@ class SimulatedStack:
         from ..api_calls import ApiCallCounter
         from ..batch_client import BatchClient
         from ..cloud import Cloud
-        from ..registries import PlainRegistry
+        from ..images.registries import PlainRegistry
         from ..staging import Stager
         from .directory_s3 import DirectoryS3
         from .stack import THROWAWAY_KEY, _start_emulator

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..dockerd import connect_docker
+from ..cache import cache_dir
 from ..errors import LocalStackError
-from ..image import cache_dir
+from ..images.docker import connect_docker
 from .registry import ensure_registry
 from .server import REGION
 

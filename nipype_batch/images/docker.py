@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import LocalStackError
+from ..errors import LocalStackError
 
 
 def connect_docker() -> Any:

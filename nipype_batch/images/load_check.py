@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..cache import cache_dir
+from ..errors import ConfigurationError, ImageBuildError
 from .dependencies import pickled_references, without_plugin
-from .errors import ConfigurationError, ImageBuildError
-from .image import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from .errors import ImageBuildError
+from ..errors import ImageBuildError
 
 log = logging.getLogger(__name__)
 

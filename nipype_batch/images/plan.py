@@ -15,19 +15,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .dependencies import Dependencies, node_dependencies, read_requirements
-from .errors import ImageBuildError
-from .image import (
+from ..cache import cache_dir
+from ..errors import ImageBuildError
+from ..resources import resources_for
+from ..settings import BatchSettings
+from .build import (
     LOCAL_REPOSITORY,
     ImageSpec,
     build_image,
-    cache_dir,
     driver_python,
     prepare_image,
 )
+from .dependencies import Dependencies, node_dependencies, read_requirements
 from .registries import Registry
-from .resources import resources_for
-from .settings import BatchSettings
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 # Provided by the image itself (the runner) or by the Python in it.
 _ALWAYS_THERE = {"nipype_batch", "__future__", "builtins"}

@@ -25,21 +25,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, ImageBuildError
+from ..cache import cache_dir
+from ..errors import ConfigurationError, ImageBuildError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_IMAGE = "nipype-batch-base:bookworm"
 LOCAL_REPOSITORY = "nipype-batch-job"
 CORE_PACKAGES = ("nipype", "cloudpickle", "boto3")
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def cache_dir() -> Path:
-    """Where wheels, locks and small caches live (``$NIPYPE_BATCH_CACHE``)."""
-    path = Path(os.environ.get("NIPYPE_BATCH_CACHE", "~/.cache/nipype-batch")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # nipype_batch
 
 
 def pin_to_driver(requirement: str) -> str:

@@ -1,0 +1,1 @@
+"""Job images: which image each node needs, and getting it built, published and checked."""
