@@ -28,7 +28,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nipype-batch-bench-") as tmp:
         os.environ["NIPYPE_BATCH_CACHE"] = str(Path(tmp, "cache"))  # cold wheel cache
         from nipype_batch.images.build import DEFAULT_BASE_IMAGE, ImageSpec
-        from nipype_batch.images.plan import ImageBuilder
+        from nipype_batch.images.publish import ImageBuilder
         from nipype_batch.images.registries import PlainRegistry
         from nipype_batch.local import LocalStack
 

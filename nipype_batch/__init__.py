@@ -18,7 +18,7 @@ from .errors import (
     NipypeBatchError,
     StagingError,
 )
-from .images.plan import PublishedImage
+from .images.publish import PublishedImage
 from .plugin import BatchPlugin
 from .report import write_report
 from .settings import BatchSettings

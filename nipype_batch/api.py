@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .images.plan import PublishedImage
+from .images.publish import PublishedImage
 from .plugin import BatchPlugin
 from .resources import runs_on_driver
 

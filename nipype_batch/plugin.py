@@ -34,8 +34,9 @@ from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
 from .cost import Prices, significant, usage_cost
 from .errors import BatchJobError
-from .images.load_check import check_nodes_load
-from .images.plan import ImageBuilder, PublishedImage, check_ready_image, plan_images
+from .images.load_check import check_nodes_load, check_ready_image
+from .images.plan import plan_images
+from .images.publish import ImageBuilder, PublishedImage
 from .journal import Journal
 from .preflight import preflight
 from .progress import Progress, Snapshot, StageRow, clock

@@ -12,7 +12,7 @@ from nipype import Function, Node, Workflow
 
 from nipype_batch import BatchPlugin, ImageBuildError, build_images
 from nipype_batch.images.build import DEFAULT_BASE_IMAGE, ImageSpec, prepare_image
-from nipype_batch.images.plan import ImageBuilder
+from nipype_batch.images.publish import ImageBuilder
 from nipype_batch.images.registries import PlainRegistry
 
 pytestmark = pytest.mark.docker

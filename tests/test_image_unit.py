@@ -8,7 +8,8 @@ import re
 import pytest
 
 from nipype_batch.errors import ConfigurationError
-from nipype_batch.images.build import driver_constraints, pin_to_driver, source_digest
+from nipype_batch.images.build import source_digest
+from nipype_batch.images.wheels import driver_constraints, pin_to_driver
 
 NIPYPE_VERSION = importlib.metadata.version("nipype")
 

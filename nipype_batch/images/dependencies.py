@@ -354,21 +354,3 @@ def _module_source(module: str) -> str | None:
             return fh.read()
     except (OSError, UnicodeDecodeError):
         return None
-
-
-def read_requirements(path: str) -> list[str]:
-    """Requirements from a pip requirements file (comments, blanks and options skipped)."""
-    try:
-        with open(path) as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"requirements file {path!r} cannot be read ({exc.strerror}): give the path of a "
-            "pip requirements file, e.g. plugin_args={'requirements': 'requirements.txt'}."
-        ) from exc
-    found = []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            found.append(line)
-    return found

@@ -1,6 +1,8 @@
-"""Load each kind of node inside its job image before anything is submitted.
+"""Before anything is submitted, check that jobs can load in their images.
 
-Tracing what a node imports (:mod:`dependencies`) reads source; this asks the image itself.
+A ready image (``image``, used as is) is asked once for its Python, nipype and cloudpickle,
+which must be the driver's. Then each kind of node is loaded inside its job image.
+Tracing what a node imports (:mod:`.dependencies`) reads source; this asks the image itself.
 A node that cannot be unpickled in its job fails every attempt of every job and wastes the
 queue's time, so each distinct kind of node (interface class, Function source) is loaded once
 in a throwaway container of its image, with no network: every module and class its pickle names
@@ -26,6 +28,7 @@ from typing import Any
 from ..cache import cache_dir
 from ..errors import ConfigurationError, ImageBuildError
 from .dependencies import pickled_references, without_plugin
+from .wheels import driver_python
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,64 @@ for kind in kinds:
         found.append(failure)
 print(json.dumps(found))
 """
+
+
+# Runs inside a ready image: what of the job's needs it has, as one JSON line.
+_READY_PROBE = (
+    "import json, sys\n"
+    "found = {'python': '%d.%d' % sys.version_info[:2]}\n"
+    "for name in ('nipype', 'cloudpickle', 'boto3', 'nipype_batch.runner'):\n"
+    "    try:\n"
+    "        module = __import__(name, fromlist=['_'])\n"
+    "        found[name] = getattr(module, '__version__', 'present')\n"
+    "    except Exception as exc:\n"
+    "        found[name] = None\n"
+    "print(json.dumps(found))\n"
+)
+
+
+def check_ready_image(docker: Any, ref: str) -> None:
+    """Refuse an as-is image whose Python, nipype or cloudpickle differ from the driver's."""
+    try:
+        image = docker.images.get(ref)
+    except Exception:
+        try:
+            image = docker.images.pull(ref)
+        except Exception as exc:
+            raise ImageBuildError(
+                f"image {ref!r} is neither local nor pullable ({exc.__class__.__name__}): "
+                "check its name and that you are logged in to its registry."
+            ) from exc
+    cache = cache_dir() / "ready-images.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    if image.id not in known:
+        try:
+            out = docker.containers.run(ref, ["python3", "-c", _READY_PROBE], remove=True,
+                                        network_mode="none", entrypoint=[])
+            known[image.id] = json.loads(out.decode().strip().splitlines()[-1])
+        except Exception as exc:
+            raise ImageBuildError(
+                f"image {ref!r} cannot run `python3` ({exc.__class__.__name__}); jobs need it."
+            ) from exc
+        cache.write_text(json.dumps(known))
+    found = known[image.id]
+    wanted = {
+        "python": driver_python(),
+        "nipype": importlib.metadata.version("nipype"),
+        "cloudpickle": importlib.metadata.version("cloudpickle"),
+    }
+    problems = [f"{name} {found.get(name) or 'missing'} (driver: {version})"
+                for name, version in wanted.items() if found.get(name) != version]
+    if not found.get("nipype_batch.runner"):
+        problems.append("nipype_batch missing (the job runner)")
+    if not found.get("boto3"):
+        problems.append("boto3 missing (the runner's S3 client)")
+    if problems:
+        raise ImageBuildError(
+            f"image {ref!r} cannot run this workflow's jobs: {'; '.join(problems)}. Pickled "
+            "nodes need the driver's Python minor version, nipype and cloudpickle. Give it as "
+            "plugin_args={'base_image': ...} instead, and nipype-batch will add the packages."
+        )
 
 
 @dataclass(frozen=True)
