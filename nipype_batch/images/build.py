@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_dir
 from ..errors import ImageBuildError
+from .docker import probe_image
 from .wheels import driver_python, pin_to_driver, resolve_wheels
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ DEFAULT_BASE_IMAGE = "nipype-batch-base:bookworm"
 LOCAL_REPOSITORY = "nipype-batch-job"
 CORE_PACKAGES = ("nipype", "cloudpickle", "boto3")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # nipype_batch
+_PYTHON_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 
 def source_digest() -> str:
@@ -37,29 +38,6 @@ def source_digest() -> str:
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def base_python(docker: Any, base_image: str) -> str:
-    """``'3.11'``: the Python of a base image (cached by image id)."""
-    image_id = docker.images.get(base_image).id
-    cache = cache_dir() / "base-python.json"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
-    if image_id not in known:
-        try:
-            out = docker.containers.run(
-                base_image,
-                ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                remove=True, network_mode="none",
-            )
-        except Exception as exc:
-            raise ImageBuildError(
-                f"base image {base_image!r} has no working python3 ({exc}). Use an image "
-                "with Python 3 and its venv module, e.g. the default built by "
-                "containers/base-image.sh."
-            ) from exc
-        known[image_id] = out.decode().strip()
-        cache.write_text(json.dumps(known))
-    return known[image_id]
 
 
 @dataclass(frozen=True)
@@ -89,20 +67,20 @@ class PreparedImage:
 
 def ensure_base_image(docker: Any, base_image: str) -> Any:
     """The base image from the daemon, pulled if it is not there; its Python checked."""
-    try:
-        base = docker.images.get(base_image)
-    except Exception:
-        try:
-            log.info("Pulling base image %s", base_image)
-            base = docker.images.pull(base_image)
-        except Exception as exc:
-            raise ImageBuildError(
-                f"base image {base_image!r} is neither in the local Docker daemon nor "
-                f"pullable ({exc.__class__.__name__}). Build the default one with "
-                "`containers/base-image.sh`, or name an image you can pull with "
-                "plugin_args={'base_image': 'registry/image:tag'}."
-            ) from exc
-    theirs = base_python(docker, base_image)
+    base, theirs = probe_image(
+        docker, base_image, _PYTHON_PROBE, cache_name="base-python.json", parse=str,
+        what="base image",
+        unavailable=lambda exc: (
+            f"base image {base_image!r} is neither in the local Docker daemon nor "
+            f"pullable ({exc.__class__.__name__}). Build the default one with "
+            "`containers/base-image.sh`, or name an image you can pull with "
+            "plugin_args={'base_image': 'registry/image:tag'}."),
+        cannot_run=lambda exc: (
+            f"base image {base_image!r} has no working python3 ({exc}). Use an image "
+            "with Python 3 and its venv module, e.g. the default built by "
+            "containers/base-image.sh."),
+        keep_entrypoint=True,  # as before: the base image runs with its own entrypoint
+    )
     if theirs != driver_python():
         raise ImageBuildError(
             f"base image {base_image!r} has Python {theirs} but this driver runs Python "

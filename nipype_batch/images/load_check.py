@@ -28,6 +28,7 @@ from typing import Any
 from ..cache import cache_dir
 from ..errors import ConfigurationError, ImageBuildError
 from .dependencies import pickled_references, without_plugin
+from .docker import get_or_pull, probe_image
 from .wheels import driver_python
 
 log = logging.getLogger(__name__)
@@ -89,29 +90,15 @@ _READY_PROBE = (
 
 def check_ready_image(docker: Any, ref: str) -> None:
     """Refuse an as-is image whose Python, nipype or cloudpickle differ from the driver's."""
-    try:
-        image = docker.images.get(ref)
-    except Exception:
-        try:
-            image = docker.images.pull(ref)
-        except Exception as exc:
-            raise ImageBuildError(
-                f"image {ref!r} is neither local nor pullable ({exc.__class__.__name__}): "
-                "check its name and that you are logged in to its registry."
-            ) from exc
-    cache = cache_dir() / "ready-images.json"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
-    if image.id not in known:
-        try:
-            out = docker.containers.run(ref, ["python3", "-c", _READY_PROBE], remove=True,
-                                        network_mode="none", entrypoint=[])
-            known[image.id] = json.loads(out.decode().strip().splitlines()[-1])
-        except Exception as exc:
-            raise ImageBuildError(
-                f"image {ref!r} cannot run `python3` ({exc.__class__.__name__}); jobs need it."
-            ) from exc
-        cache.write_text(json.dumps(known))
-    found = known[image.id]
+    _image, found = probe_image(
+        docker, ref, _READY_PROBE, cache_name="ready-images.json",
+        parse=lambda out: json.loads(out.splitlines()[-1]),
+        unavailable=lambda exc: (
+            f"image {ref!r} is neither local nor pullable ({exc.__class__.__name__}): "
+            "check its name and that you are logged in to its registry."),
+        cannot_run=lambda exc: (
+            f"image {ref!r} cannot run `python3` ({exc.__class__.__name__}); jobs need it."),
+    )
     wanted = {
         "python": driver_python(),
         "nipype": importlib.metadata.version("nipype"),
@@ -187,21 +174,15 @@ def check_nodes_load(docker: Any, image_ref: str, nodes: list[Any],
 
 def _local_image(docker: Any, image_ref: str, local_ref: str | None) -> str:
     """A name of the image that this daemon has, pulling it if it has none."""
-    for ref in (local_ref, image_ref):
-        if not ref:
-            continue
+    if local_ref:
         try:
-            docker.images.get(ref)
-            return ref
+            docker.images.get(local_ref)
+            return local_ref
         except Exception:
-            continue
-    try:
-        docker.images.pull(image_ref)
-    except Exception as exc:
-        raise ImageBuildError(
-            f"job image {image_ref!r} cannot be pulled to check that nodes load in it "
-            f"({exc.__class__.__name__}: {exc}). Check that you are logged in to its registry."
-        ) from exc
+            pass
+    get_or_pull(docker, image_ref, what="job image", unavailable=lambda exc: (
+        f"job image {image_ref!r} cannot be pulled to check that nodes load in it "
+        f"({exc.__class__.__name__}: {exc}). Check that you are logged in to its registry."))
     return image_ref
 
 
