@@ -40,6 +40,21 @@ def test_exact_pin_contradicting_the_driver_is_refused() -> None:
         pin_to_driver("nipype==1.8.6")
 
 
+@pytest.mark.parametrize(
+    "requirement",
+    ["nipype; python_version >= '3'", f"nipype=={NIPYPE_VERSION}; os_name == 'posix'",
+     "nipype @ https://example.org/nipype.whl", "nipype==1.0,<2"],
+)
+def test_markers_urls_and_ranges_are_kept_as_given(requirement: str) -> None:
+    assert pin_to_driver(requirement) == requirement
+
+
+def test_arbitrary_equality_is_an_exact_pin_too() -> None:
+    assert pin_to_driver(f"nipype==={NIPYPE_VERSION}") == f"nipype=={NIPYPE_VERSION}"
+    with pytest.raises(ConfigurationError, match=r"asks for nipype===1\.0 but this driver"):
+        pin_to_driver("nipype===1.0")
+
+
 def test_driver_constraints_pin_every_distribution() -> None:
     constraints = driver_constraints()
     assert f"nipype=={NIPYPE_VERSION}" in constraints

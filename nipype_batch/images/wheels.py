@@ -12,12 +12,14 @@ import importlib.metadata
 import json
 import logging
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from ..cache import cache_dir
 from ..errors import ConfigurationError, ImageBuildError
@@ -36,19 +38,25 @@ def pin_to_driver(requirement: str) -> str:
     An exact pin that differs from the driver's installed version is refused: objects pickled
     on the driver must load in the job with the same code.
     """
-    exact = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;,]+))?\s*",
-                         requirement)
-    if not exact:
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement:
+        return requirement  # a URL or a path: pip reads it as given
+    specifiers = list(parsed.specifier)
+    bare_or_exact = not specifiers or (len(specifiers) == 1
+                                       and specifiers[0].operator in ("==", "==="))
+    if parsed.extras or parsed.marker or parsed.url or not bare_or_exact:
         return requirement
-    name, asked = exact.groups()
+    name = parsed.name
     try:
         installed = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return requirement
-    if asked and asked != installed:
+    if specifiers and specifiers[0].version != installed:
+        asked = f"{name}{specifiers[0]}"  # 'dipy==1.10.0'
         raise ConfigurationError(
-            f"packages asks for {name}=={asked} but this driver has {name} {installed}: jobs "
-            f"must run the driver's version. Install {name}=={asked} on the driver, or write "
+            f"packages asks for {asked} but this driver has {name} {installed}: jobs "
+            f"must run the driver's version. Install {asked} on the driver, or write "
             f"just {name!r}."
         )
     return f"{name}=={installed}"
@@ -59,8 +67,8 @@ def driver_constraints() -> list[str]:
     pins = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata.get("Name")
-        if name and not name.startswith("nipype-batch"):
-            pins[name.lower()] = f"{name}=={dist.version}"
+        if name and not canonicalize_name(name).startswith("nipype-batch"):
+            pins[canonicalize_name(name)] = f"{name}=={dist.version}"
     return sorted(pins.values())
 
 
