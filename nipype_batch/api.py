@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cloud import connect
+from .driver.images import JobImages
 from .images.publish import PublishedImage
-from .plugin import BatchPlugin
 from .resources import runs_on_driver
+from .settings import BatchSettings
 
 
 def build_images(workflow: Any, plugin_args: dict[str, Any] | None = None) -> list[PublishedImage]:
@@ -15,7 +17,7 @@ def build_images(workflow: Any, plugin_args: dict[str, Any] | None = None) -> li
     Takes the same ``plugin_args`` as ``wf.run(plugin='AWSBatch', ...)``; a later run with them
     finds the images by their content tags and builds nothing.
     """
-    plugin = BatchPlugin(plugin_args)
+    settings = BatchSettings.from_plugin_args(plugin_args)
     graph = workflow._create_flat_graph()
-    nodes = [node for node in graph.nodes() if not runs_on_driver(node, plugin.settings)]
-    return plugin.publish_images(nodes) if nodes else []
+    nodes = [node for node in graph.nodes() if not runs_on_driver(node, settings)]
+    return JobImages(connect(settings), settings).publish(nodes) if nodes else []

@@ -27,6 +27,8 @@ from .protocol import (
     EXIT_RUNNER_FAILED,
     PAYLOAD_ENV,
     PROVENANCE_FILE,
+    JobPayload,
+    PayloadVersionError,
     payload_uri_for,
 )
 
@@ -79,29 +81,29 @@ def _new_bytes(stager: Any, roots: list[str]) -> int:
     return total
 
 
-def run_payload(payload: dict[str, Any], stager: Any) -> int:
+def run_payload(payload: JobPayload, stager: Any) -> int:
     """Stage in, run the node, stage out; return the process exit code."""
     # Variables too large for the job's container overrides travel in the payload; set them
     # before Nipype (and numpy, which reads OMP_NUM_THREADS and the like) is imported.
-    os.environ.update(payload.get("environment") or {})
+    os.environ.update(payload.environment or {})
     from nipype import config, logging
     from nipype.utils.filemanip import loadpkl
 
     from .staging import StagedPath, find_paths
 
     timings: dict[str, float] = {"start": time.time()}
-    node_dir = payload["node_dir"]
-    fetched = sum(stager.download(StagedPath(**item)) for item in payload["inputs"])
+    node_dir = payload.node_dir
+    fetched = sum(stager.download(StagedPath(**item)) for item in payload.inputs)
     # Paths named inside a command line that the driver did not have: the tool may write
     # them, so their folders must exist here as they do on the driver.
-    string_paths = list(payload.get("string_paths") or [])
+    string_paths = list(payload.string_paths)
     for path in string_paths:
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
     pickle_path = os.path.join(node_dir, "_nipype_batch_node.pklz")
     os.makedirs(node_dir, exist_ok=True)
     with open(pickle_path, "wb") as fh:
-        fh.write(base64.b64decode(payload["node_pickle"]))
+        fh.write(base64.b64decode(payload.node_pickle))
     timings["staged_in"] = time.time()
 
     error: list[str] | None = None
@@ -113,7 +115,7 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
         # raised does (a result file with the traceback, the crash file on the driver), not
         # as the runner, which Batch would retry to the same end.
         info = None
-        error = _fail(node_dir, payload.get("node_name", "node"), None)
+        error = _fail(node_dir, payload.node_name, None)
     os.remove(pickle_path)
     if info is not None:
         node = info["node"]
@@ -155,7 +157,7 @@ def run_payload(payload: dict[str, Any], stager: Any) -> int:
     # back as outputs are skipped, their stamps being known.
     for path in outside:
         stager.ensure_uploaded(path)
-    stager.upload_tree(node_dir, bundle_key=payload.get("bundle_key"))
+    stager.upload_tree(node_dir, bundle_key=payload.bundle_key)
     return EXIT_NODE_FAILED if error else 0
 
 
@@ -209,9 +211,15 @@ def main() -> int:
     try:
         s3 = _s3_client()
         bucket, key = split_s3_uri(payload_uri_for(uri, dict(os.environ)))
-        payload = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        stager = Stager(s3, payload["bucket"], payload["prefix"])
-        return run_payload(payload, stager)
+        payload = JobPayload.from_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except PayloadVersionError as exc:
+        sys.stderr.write(f"nipype-batch runner: {exc}\n")
+        return EXIT_NODE_FAILED  # final: a retry would read the same payload
+    except Exception:
+        sys.stderr.write("nipype-batch runner failed:\n" + traceback.format_exc())
+        return EXIT_RUNNER_FAILED
+    try:
+        return run_payload(payload, Stager(s3, payload.bucket, payload.prefix))
     except Exception:
         sys.stderr.write("nipype-batch runner failed:\n" + traceback.format_exc())
         return EXIT_RUNNER_FAILED

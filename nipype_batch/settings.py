@@ -313,6 +313,11 @@ class BatchSettings:
                 "e.g. 'mystudy'."
             )
 
+    @property
+    def billing(self) -> str:
+        """The capability jobs run with and are priced at: Spot instances are EC2."""
+        return "fargate" if self.platform == "fargate" else "ec2"
+
     def bucket_and_prefix(self) -> tuple[str, str]:
         """Split ``s3://bucket/prefix`` into ``(bucket, prefix)``; prefix has no slashes at ends."""
         assert self.bucket is not None

@@ -10,7 +10,7 @@ from nipype import Function, MapNode, Node, Workflow
 from nipype.utils.filemanip import loadcrash
 
 from nipype_batch import BatchPlugin
-from nipype_batch.arrays import array_job_name, group_for_arrays, mapflow_parent
+from nipype_batch.driver.arrays import array_job_name, group_for_arrays, mapflow_parent
 from nipype_batch.protocol import payload_uri_for
 from tests.helpers import assert_same_tree, node_dirs
 

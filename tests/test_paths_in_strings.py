@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from nipype_batch.plugin import _is_system_path
+from nipype_batch.driver.inputs import is_system_path
 from nipype_batch.staging import StagedPath, Stager, paths_in_strings
 
 
@@ -43,13 +43,13 @@ def test_whole_paths_source_text_and_plain_words_are_left_alone(value, tmp_path)
 
 
 def test_system_and_python_paths_stay_in_the_image():
-    assert _is_system_path("/usr/share/fsl/data/standard/MNI152_T1_2mm.nii.gz")
-    assert _is_system_path("/etc/passwd")
-    assert _is_system_path("/tmp")
-    assert _is_system_path(sys.prefix + "/lib/python3/x.py")
-    assert not _is_system_path("/data/tpl.nii.gz")
-    assert not _is_system_path("/tmp/study/tpl.nii.gz")
-    assert not _is_system_path("/home/me/study/sub-01.nii.gz")
+    assert is_system_path("/usr/share/fsl/data/standard/MNI152_T1_2mm.nii.gz")
+    assert is_system_path("/etc/passwd")
+    assert is_system_path("/tmp")
+    assert is_system_path(sys.prefix + "/lib/python3/x.py")
+    assert not is_system_path("/data/tpl.nii.gz")
+    assert not is_system_path("/tmp/study/tpl.nii.gz")
+    assert not is_system_path("/home/me/study/sub-01.nii.gz")
 
 
 @mock_aws

@@ -9,8 +9,8 @@ import logging
 import pytest
 from rich.console import Console
 
-from nipype_batch.progress import Progress, Snapshot, StageRow, render
-from nipype_batch.run_log import RunLog
+from nipype_batch.driver.progress import Progress, Snapshot, StageRow, render
+from nipype_batch.driver.run_log import RunLog
 
 
 class _Terminal(io.StringIO):

@@ -284,6 +284,22 @@ class SimulatedBatch:
                 parent.reason = f"{failed} child jobs failed"
 
 
+class NoImages:
+    """The simulated Batch runs jobs in worker processes: there are no images to publish."""
+
+    def __init__(self) -> None:
+        self.published: list = []
+
+    def plan(self, nodes: list[Any]) -> None:
+        return None
+
+    def publish(self, nodes: list[Any], plan: Any = None) -> list:
+        return []
+
+    def image_for(self, resources: Any) -> str:
+        return "simulated:no-container"
+
+
 class SimulatedStack:
     """The emulator (a process of its own) and a :class:`SimulatedBatch` in front of it.
 
@@ -332,16 +348,8 @@ class SimulatedStack:
         """A BatchPlugin on this stack: no job images (nothing runs in a container)."""
         from ..plugin import BatchPlugin
 
-        class SimulatedBatchPlugin(BatchPlugin):
-            def _publish(self, specs: Any, ready: Any, nodes: Any) -> list:
-                return []
-
-            def _image_for(self, resources: Any) -> str:
-                return "simulated:no-container"
-
-        plugin = SimulatedBatchPlugin({"backend": "local", **(plugin_args or {})})
-        plugin._cloud = self.cloud
-        return plugin
+        return BatchPlugin({"backend": "local", **(plugin_args or {})}, cloud=self.cloud,
+                           images=NoImages())
 
     def stop(self) -> None:
         """Stop the workers and the emulator."""

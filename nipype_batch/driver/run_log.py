@@ -151,3 +151,16 @@ def _is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def show_our_log() -> None:
+    """Make our INFO lines visible next to Nipype's when the application set up no logging."""
+    package_log = logging.getLogger("nipype_batch")
+    if package_log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    setattr(handler, OURS, True)  # a run's log may take this handler's records (RunLog)
+    handler.setFormatter(logging.Formatter("%(asctime)s nipype_batch %(levelname)s: %(message)s",
+                                           "%y%m%d-%H:%M:%S"))
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)

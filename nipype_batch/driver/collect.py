@@ -1,0 +1,111 @@
+"""A finished job's node directory comes home; a failed one becomes a Nipype crash."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import Any
+
+from nipype.utils.filemanip import loadpkl
+
+from ..bundles import unpack_bookkeeping
+from ..provenance import job_record, output_files, read_provenance, write_job_record
+from ..settings import BatchSettings
+from ..staging import StagedPath, Stager
+from ..status import JobState, JobStatus
+from .inputs import is_within
+from .jobs import SubmittedJob, nipype_result
+
+
+class Collector:
+    """Brings node directories from S3 to the driver: finished jobs', and the upstream outputs
+    a ready node's inputs name. Keeps each failed job's log tail for the report."""
+
+    def __init__(self, batch: Any, stager: Stager, settings: BatchSettings) -> None:
+        self.batch = batch
+        self.stager = stager
+        self.settings = settings
+        self.log_tails: dict[str, list[str]] = {}
+        self._materialised: set[str] = set()
+
+    def materialise_upstream(self, node: Any) -> None:
+        """Upstream outputs must exist on the driver before Nipype checks a node's cache or
+        sets its inputs (File(exists=True) traits); fetch the ones jobs produced."""
+        if node._id in self._materialised:
+            return
+        for results_fname, _conn in node.input_source.values():
+            for path in output_files(os.path.dirname(results_fname)):
+                if not os.path.exists(path):
+                    self.stager.download(StagedPath(path, "remote"))
+        self._materialised.add(node._id)
+
+    def collect(self, job: SubmittedJob, status: JobStatus) -> dict[str, Any]:
+        """Bring a finished job's node directory home and answer as Nipype expects."""
+        if not job.is_mapnode:
+            shutil.rmtree(job.node_dir, ignore_errors=True)  # as Nipype empties a re-run node
+        fetched = self._fetch_finished(job)
+        runner = read_provenance(job.node_dir).get("runner", {})
+        record = job_record(
+            job_id=job.job_id, job_name=job.job_name, job_queue=job.queue,
+            job_definition=job.definition, image=job.image, resources=job.resources,
+            status=status, log_stream=status.log_stream,
+        )
+        if job.array_job_id is not None:
+            record.update(array_job_id=job.array_job_id, array_index=job.array_index)
+        write_job_record(job.node_dir, record)
+        if status.state is JobState.SUCCEEDED and fetched and not runner.get("node_failed"):
+            return nipype_result(hostname=runner.get("hostname"))
+        return nipype_result(self._failure(job, status, fetched and runner.get("node_failed")),
+                             hostname=runner.get("hostname"))
+
+    def _failure(self, job: SubmittedJob, status: JobStatus, node_raised: bool) -> list[str]:
+        """The crash file's traceback: the node's own, or why the job left none; then the
+        job's last log lines and, for a missing module, how to add it."""
+        result_file = os.path.join(job.node_dir, f"result_{job.node_name}.pklz")
+        if node_raised:
+            traceback = list(loadpkl(result_file).get("traceback") or [])
+            os.replace(result_file, os.path.join(job.node_dir, "crashstore.pklz"))
+        else:
+            where = f"s3://{self.stager.bucket}/{self.stager.key_for(job.node_dir)}/"
+            traceback = [
+                f"AWS Batch job {job.job_id} ({job.job_name}) for node {job.node_name} ended "
+                f"{status.state.value}: {status.reason or 'no reason given'} (exit code "
+                f"{status.exit_code}). It left no result file under {where}.\n"
+            ]
+        tail = self.batch.log_tail(status.log_stream)
+        self.log_tails[job.job_id] = tail
+        if tail:
+            traceback.append(
+                f"\n--- last {len(tail)} log lines of job {job.job_id} "
+                f"(log stream {status.log_stream}) ---\n" + "\n".join(tail) + "\n"
+            )
+        missing = missing_module(traceback)  # in the reason or in the job's own log
+        if missing:
+            traceback.append(
+                f"\nHint: the job image has no module {missing!r}. Add its package to "
+                f"plugin_args={{'packages': [...]}} (pinned to your installed version).\n"
+            )
+        return traceback
+
+    def _fetch_finished(self, job: SubmittedJob) -> bool:
+        """A finished job's node directory: its bundle in one GET, else file by file."""
+        stager, everything = self.stager, bool(self.settings.fetch_outputs)
+        bundle = stager.get_bytes(job.bundle_key, missing_ok=True) if job.bundle_key else None
+        if not bundle or not unpack_bookkeeping(bundle, job.node_dir):
+            fetched = stager.fetch_node_dir(job.node_dir, everything=everything)
+        else:
+            if everything:
+                stager.fetch_node_dir(job.node_dir, everything=True, data_only=True)
+            fetched = True
+        if fetched and everything:  # and what it wrote elsewhere, as a local run leaves it
+            for path in output_files(job.node_dir):
+                if not is_within(path, job.node_dir):
+                    stager.download(StagedPath(path, "remote"))
+        return fetched
+
+
+def missing_module(traceback: list[str]) -> str | None:
+    """The module a remote ModuleNotFoundError names, if that is how the node failed."""
+    found = re.findall(r"ModuleNotFoundError: No module named '([\w.]+)'", "".join(traceback))
+    return found[-1] if found else None

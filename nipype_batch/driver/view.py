@@ -1,0 +1,110 @@
+"""What the progress view counts: nodes by stage, and the cost of the jobs so far."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ..cost import Prices, load_prices, significant, usage_cost
+from ..status import JobState, JobStatus
+from .jobs import SubmittedJob
+from .progress import StageRow, clock
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node of the execution graph as the view sees it."""
+
+    stage: str  # the node's name; a MapNode's subnodes count under the MapNode's name
+    done: bool = False
+    failed: bool = False
+    skipped: bool = False  # downstream of a failure: will not run
+    job_state: JobState | None = None  # of its job, while one is in flight
+
+
+def stage_rows(nodes: Iterable[NodeState]) -> list[StageRow]:
+    """Nodes by stage: done/total, running, queued (in Batch), failed."""
+    counts: dict[str, Counter] = {}
+    for node in nodes:
+        row = counts.setdefault(node.stage, Counter())
+        row["total"] += 1
+        if node.failed:
+            row["failed"] += 1
+        elif node.skipped:
+            continue
+        elif node.job_state is not None:
+            state = node.job_state
+            row["running" if state in (JobState.STARTING, JobState.RUNNING) else
+                "done" if state is JobState.SUCCEEDED else "queued"] += 1
+        elif node.done:
+            row["done"] += 1
+    return [StageRow(name, **row) for name, row in counts.items()]
+
+
+class RunCost:
+    """Jobs' billed time so far at the report's prices: collected jobs, and those running."""
+
+    def __init__(self, billing: str, spot: bool) -> None:
+        self.billing = billing
+        self.spot = spot
+        self.prices: Prices | None = None
+        self._collected = 0.0
+        self._loaded = False
+
+    def _load(self) -> Prices | None:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                self.prices = load_prices(self.billing, spot=self.spot)
+            except Exception:
+                self.prices = None
+        return self.prices
+
+    def add_collected(self, job: SubmittedJob, status: JobStatus) -> None:
+        """Count a job whose result is home (its final attempt's running time)."""
+        prices = self._load()
+        if prices is not None and status.started_at:
+            self._collected += job_cost(job, status.started_at,
+                                        status.stopped_at or status.started_at, prices)
+
+    def so_far(self, in_flight: Iterable[SubmittedJob],
+               statuses: Mapping[str, JobStatus]) -> str | None:
+        """The estimate as shown, e.g. ``USD 0.0123``; None without prices."""
+        prices = self._load()
+        if prices is None:
+            return None
+        now_ms = time.time() * 1000
+        running = sum(job_cost(job, status.started_at, status.stopped_at or now_ms, prices)
+                      for job in in_flight
+                      if (status := statuses.get(job.job_id)) is not None and status.started_at)
+        total = (self._collected + running) * (1 - prices.spot_discount if prices.spot else 1)
+        return f"{prices.currency} {significant(total)}"
+
+    def note(self) -> str:
+        """Which prices the estimate uses."""
+        prices = self.prices
+        if prices is None:
+            return ""
+        return f"{prices.platform}{' Spot' if prices.spot else ''} prices of {prices.as_of}"
+
+
+def job_cost(job: SubmittedJob, started_ms: float, stopped_ms: float, prices: Prices) -> float:
+    """On-demand cost of one attempt's running time, by the report's rule."""
+    return usage_cost(job.resources.vcpus, job.resources.memory_mb,
+                      (stopped_ms - started_ms) / 1000, prices)
+
+
+def summary_lines(rows: list[StageRow], crash_files: list[tuple[str, str]], submitted: int,
+                  elapsed_s: float, report: str | None, cost: str | None) -> list[str]:
+    """What a run leaves on screen when it ends: outcome, crash files, report, cost."""
+    lines = [f"nipype-batch: {sum(r.done for r in rows)} of {sum(r.total for r in rows)} "
+             f"nodes done, {len(crash_files)} failed, {submitted} jobs submitted in "
+             f"{clock(elapsed_s)}"]
+    lines += [f"  failed: {node}: crash file {path}" for node, path in crash_files]
+    if report:
+        lines.append(f"  report: {report}")
+    if cost:
+        lines.append(f"  estimated cost: {cost}")
+    return lines
