@@ -368,7 +368,7 @@ def parser() -> argparse.ArgumentParser:
                         help="whose prices (default: ec2)")
     report.add_argument("--spot", action="store_true", help="the jobs ran on Spot capacity")
     report.add_argument("--prices", help="JSON file overriding the packaged prices (same "
-                                         "shape as nipype_batch/prices.json)")
+                                         "shape as nipype_batch/report/prices.json)")
     report.add_argument("--plugin-args", help="the run's plugin_args as JSON: fetch failed "
                                               "jobs' log tails from CloudWatch")
     report.add_argument("--json", action="store_true", help="print paths and cost as JSON")

@@ -33,7 +33,6 @@ from .batch_client import child_job_id, fits_overrides
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
 from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
-from .cost import Prices, significant, usage_cost
 from .errors import BatchJobError
 from .journal import Journal
 from .pickle_check import check_nodes_load
@@ -47,6 +46,7 @@ from .provenance import (
     write_collated,
     write_job_record,
 )
+from .report.cost import Prices, significant, usage_cost
 from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .run_log import LOG_NAME, OURS, RunLog, hold_nipype_records, start_run_log
 from .settings import BatchSettings
@@ -663,7 +663,7 @@ class BatchPlugin(DistributedPluginBase):
     def _cost_so_far(self) -> str | None:
         """Jobs' billed time so far at the report's prices: collected jobs, and those running."""
         if self._prices is None:
-            from .cost import load_prices
+            from .report.cost import load_prices
 
             try:
                 self._prices = load_prices(_billing(self.settings.platform),

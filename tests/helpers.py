@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nipype_batch.report import HTML_NAME, PNG_NAME
+from nipype_batch.report.write import HTML_NAME, PNG_NAME
 from nipype_batch.run_log import LOG_NAME
 from nipype_batch.staging import is_bookkeeping
 

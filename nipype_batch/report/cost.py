@@ -14,12 +14,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from .report import JobRow
+from ..errors import ConfigurationError
+from .model import JobRow
 
 PLATFORMS = ("ec2", "fargate")
 DEFAULT_PLATFORM = "ec2"  # the job definitions nipype-batch registers run on EC2
@@ -69,7 +67,7 @@ def _override_data(override: str | os.PathLike[str] | Mapping[str, Any]) -> Mapp
     except (OSError, ValueError) as exc:
         raise ConfigurationError(
             f"cannot read prices file {override}: {exc}. It is JSON shaped like "
-            'nipype_batch/prices.json, e.g. {"as_of": "2025-01-01", "platforms": {"ec2": '
+            'nipype_batch/report/prices.json, e.g. {"as_of": "2025-01-01", "platforms": {"ec2": '
             '{"vcpu_hour": 0.04, "gb_hour": 0.004}}}'
         ) from exc
     if not isinstance(data, dict):
@@ -91,10 +89,10 @@ def load_prices(
     spot : bool
         The compute environment used Spot capacity.
     override : path or mapping, optional
-        Same shape as ``nipype_batch/prices.json``; only the keys given replace the packaged
+        Same shape as ``nipype_batch/report/prices.json``; only the keys given replace the packaged
         ones (``{"as_of": ..., "platforms": {"ec2": {"vcpu_hour": ...}}}``).
     """
-    data = json.loads(resources.files("nipype_batch").joinpath("prices.json").read_text())
+    data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
     if override is not None:
         data = _merged(data, _override_data(override))
     platforms = data.get("platforms") or {}
