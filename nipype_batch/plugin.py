@@ -36,6 +36,7 @@ from .cloud import Cloud, connect
 from .errors import BatchJobError
 from .journal import Journal
 from .pickle_check import check_nodes_load
+from .platforms import PLATFORMS, capability
 from .preflight import preflight
 from .progress import Progress, Snapshot, StageRow, clock
 from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
@@ -191,9 +192,9 @@ class BatchPlugin(DistributedPluginBase):
         try:
             from .report import write_report
 
+            platform = PLATFORMS[self.settings.platform]
             paths = write_report(self._journal.directory.parent.parent, log_tails=self._log_tails,
-                                 platform=_billing(self.settings.platform),
-                                 spot=self.settings.platform == "spot")
+                                 platform=platform.capability, spot=platform.spot)
             log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
             return str(paths.html)
         except Exception as exc:
@@ -487,7 +488,7 @@ class BatchPlugin(DistributedPluginBase):
             resources = fargate_fit(resources)
         image = self._image_for(resources)
         definition = cloud.batch.ensure_job_definition(
-            image, self.settings.job_role_arn, _billing(self.settings.platform),
+            image, self.settings.job_role_arn, capability(self.settings.platform),
             self.settings.execution_role_arn)
         node_dir = node.output_dir()
         staged, may_write = self._stage_inputs(node, node_dir)
@@ -666,8 +667,8 @@ class BatchPlugin(DistributedPluginBase):
             from .report.cost import load_prices
 
             try:
-                self._prices = load_prices(_billing(self.settings.platform),
-                                           spot=self.settings.platform == "spot")
+                platform = PLATFORMS[self.settings.platform]
+                self._prices = load_prices(platform.capability, spot=platform.spot)
             except Exception:
                 return None
         now_ms = time.time() * 1000
@@ -810,11 +811,6 @@ class BatchPlugin(DistributedPluginBase):
             log.error("Could not terminate %d jobs, which may still be running (and billing): %s",
                       len(left), ", ".join(left))
         self._jobs.clear()
-
-
-def _billing(platform: str) -> str:
-    """The capability jobs run with and are priced at: Spot instances are EC2."""
-    return "fargate" if platform == "fargate" else "ec2"
 
 
 def _journal_entry(job: SubmittedJob) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from importlib import resources
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..platforms import DEFAULT_PLATFORM, capability
 from .model import JobRow
 
-PLATFORMS = ("ec2", "fargate")
-DEFAULT_PLATFORM = "ec2"  # the job definitions nipype-batch registers run on EC2
+DEFAULT_PRICES = capability(DEFAULT_PLATFORM)  # whose prices apply when none are named
 
 
 def significant(amount: float, digits: int = 4) -> str:
@@ -76,7 +76,7 @@ def _override_data(override: str | os.PathLike[str] | Mapping[str, Any]) -> Mapp
 
 
 def load_prices(
-    platform: str = DEFAULT_PLATFORM,
+    platform: str = DEFAULT_PRICES,
     spot: bool = False,
     override: str | os.PathLike[str] | Mapping[str, Any] | None = None,
 ) -> Prices:
@@ -85,12 +85,12 @@ def load_prices(
     Parameters
     ----------
     platform : {"ec2", "fargate"}
-        Where the jobs ran.
+        Where the jobs ran: a platform's capability (:mod:`nipype_batch.platforms`).
     spot : bool
         The compute environment used Spot capacity.
     override : path or mapping, optional
-        Same shape as ``nipype_batch/report/prices.json``; only the keys given replace the packaged
-        ones (``{"as_of": ..., "platforms": {"ec2": {"vcpu_hour": ...}}}``).
+        Same shape as ``nipype_batch/report/prices.json``; only the keys given replace the
+        packaged ones (``{"as_of": ..., "platforms": {"ec2": {"vcpu_hour": ...}}}``).
     """
     data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
     if override is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .collect import collect_jobs, crash_traceback
-from .cost import DEFAULT_PLATFORM, CostEstimate, Prices, estimate, load_prices
+from .cost import DEFAULT_PRICES, CostEstimate, Prices, estimate, load_prices
 from .gantt import gantt_bars
 from .html import render_html
 
@@ -62,7 +62,7 @@ def write_report(
     """
     rows = collect_jobs(work_dir)
     if not isinstance(prices, Prices):
-        prices = load_prices(platform or DEFAULT_PLATFORM, spot=spot, override=prices)
+        prices = load_prices(platform or DEFAULT_PRICES, spot=spot, override=prices)
     cost = estimate(rows, prices)
     tails = {job_id: list(lines) for job_id, lines in (log_tails or {}).items()}
     for row in rows:
