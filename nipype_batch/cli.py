@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NipypeBatchError
+from .platforms import CAPABILITIES, DEFAULT_PLATFORM, PLATFORMS, capability
 
 EXAMPLES = """examples:
   nipype-batch doctor --plugin-args '{"job_queue": "my-queue", "bucket": "s3://my-bucket/x"}'
@@ -364,11 +365,11 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("work_dir", help="the workflow's base_dir")
     report.add_argument("--out", help="where to write (default: WORK_DIR)")
-    report.add_argument("--platform", choices=["ec2", "fargate"], default="ec2",
+    report.add_argument("--platform", choices=CAPABILITIES, default=capability(DEFAULT_PLATFORM),
                         help="whose prices (default: ec2)")
     report.add_argument("--spot", action="store_true", help="the jobs ran on Spot capacity")
     report.add_argument("--prices", help="JSON file overriding the packaged prices (same "
-                                         "shape as nipype_batch/prices.json)")
+                                         "shape as nipype_batch/report/prices.json)")
     report.add_argument("--plugin-args", help="the run's plugin_args as JSON: fetch failed "
                                               "jobs' log tails from CloudWatch")
     report.add_argument("--json", action="store_true", help="print paths and cost as JSON")
@@ -397,7 +398,7 @@ def parser() -> argparse.ArgumentParser:
     infra.add_argument("action", choices=["up", "down", "show"])
     infra.add_argument("--name", default="default",
                        help="names the set and its profile: plugin_args={'profile': NAME}")
-    infra.add_argument("--platform", choices=["ec2", "spot", "fargate"],
+    infra.add_argument("--platform", choices=list(PLATFORMS),
                        help="on-demand EC2 (default), Spot, or Fargate")
     infra.add_argument("--max-vcpus", type=int, help="most vCPUs at once (default 64)")
     listed = lambda text: [item for item in text.split(",") if item]  # noqa: E731

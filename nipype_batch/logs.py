@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError
 from .batch_client import LOG_GROUP, BatchClient
 from .errors import NipypeBatchError
 from .journal import Journal
-from .report import JobRow, collect_jobs
+from .report.collect import collect_jobs
+from .report.model import JobRow
 
 log = logging.getLogger(__name__)
 

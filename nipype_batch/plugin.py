@@ -39,6 +39,7 @@ from .driver.view import NodeState, RunCost, stage_rows, summary_lines
 from .errors import BatchJobError
 from .images.publish import PublishedImage
 from .journal import Journal
+from .platforms import PLATFORMS
 from .preflight import preflight
 from .resources import resources_for, runs_on_driver
 from .settings import BatchSettings
@@ -74,7 +75,7 @@ class BatchPlugin(DistributedPluginBase):
         self._submitter: Submitter | None = None
         self._resumer: Resumer | None = None
         self._collector: Collector | None = None
-        self._cost = RunCost(self.settings.billing, spot=self.settings.platform == "spot")
+        self._cost = RunCost(PLATFORMS[self.settings.platform])
         self._done_here: set[int] = set()  # collated on the driver, or recovered from S3
         self._local_failures: dict[int, list[str]] = {}
         self._next_taskid = 0
@@ -193,9 +194,9 @@ class BatchPlugin(DistributedPluginBase):
             from .report import write_report
 
             tails = self._collector.log_tails if self._collector else {}
+            platform = PLATFORMS[self.settings.platform]
             paths = write_report(self._journal.directory.parent.parent, log_tails=tails,
-                                 platform=self.settings.billing,
-                                 spot=self.settings.platform == "spot")
+                                 platform=platform.capability, spot=platform.spot)
             log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
             return str(paths.html)
         except Exception as exc:

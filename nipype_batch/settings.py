@@ -13,12 +13,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import ConfigurationError
+from .platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
 Backend = Literal["local", "aws"]
-
-# What a queue's compute environment runs on (infra up makes each; the plugin follows).
-PLATFORMS = ("ec2", "spot", "fargate")
 
 # Credentials that must never travel in a job's environment (jobs get theirs from a role).
 SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -121,7 +119,7 @@ class BatchSettings:
         ),
     )
     platform: str = field(
-        default="ec2",
+        default=DEFAULT_PLATFORM,
         metadata=_meta(
             "What the queue's compute environment runs on: 'ec2' (on-demand), 'spot' (EC2 Spot: "
             "the report prices it so) or 'fargate' (job definitions and sizes follow). An infra "
@@ -293,8 +291,7 @@ class BatchSettings:
             )
         if self.platform not in PLATFORMS:
             raise ConfigurationError(
-                f"platform={self.platform!r} is not known: use 'ec2' (on-demand), 'spot' or "
-                "'fargate'."
+                f"platform={self.platform!r} is not known: use {CHOICES}."
             )
         if self.platform == "fargate" and self.backend == "aws" and not self.execution_role_arn:
             raise ConfigurationError(
@@ -312,11 +309,6 @@ class BatchSettings:
                 "and hold only ASCII letters, digits, '-' and '_' (Batch job name rules), "
                 "e.g. 'mystudy'."
             )
-
-    @property
-    def billing(self) -> str:
-        """The capability jobs run with and are priced at: Spot instances are EC2."""
-        return "fargate" if self.platform == "fargate" else "ec2"
 
     def bucket_and_prefix(self) -> tuple[str, str]:
         """Split ``s3://bucket/prefix`` into ``(bucket, prefix)``; prefix has no slashes at ends."""

@@ -22,18 +22,13 @@ from nipype import Function, Node, Workflow
 
 from nipype_batch.batch_client import LOG_GROUP, BatchClient
 from nipype_batch.cli import main
-from nipype_batch.cost import estimate, load_prices
 from nipype_batch.errors import ConfigurationError, NipypeBatchError
 from nipype_batch.logs import find_job, follow
-from nipype_batch.report import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    collect_jobs,
-    gantt_bars,
-    write_report,
-)
-from nipype_batch.report_html import render_html
+from nipype_batch.report.collect import collect_jobs
+from nipype_batch.report.cost import estimate, load_prices
+from nipype_batch.report.gantt import FAILED, QUEUED, RUNNING, gantt_bars
+from nipype_batch.report.html import render_html
+from nipype_batch.report.write import write_report
 from nipype_batch.status import JobState, JobStatus
 
 T0 = 1_700_000_000_000  # ms

@@ -276,8 +276,7 @@ def test_fits_overrides_measures_what_submit_job_sends() -> None:
 
 
 def test_platform_names_what_the_jobs_run_on() -> None:
-    def _billing(platform: str) -> str:
-        return BatchSettings.from_plugin_args({"platform": platform}).billing
+    from nipype_batch.platforms import capability as _billing
 
     assert BatchSettings.from_plugin_args({"platform": "spot"}).platform == "spot"
     assert (_billing("spot"), _billing("ec2"), _billing("fargate")) == ("ec2", "ec2", "fargate")

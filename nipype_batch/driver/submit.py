@@ -16,6 +16,7 @@ from nipype.pipeline.engine import MapNode
 from nipype.utils.filemanip import savepkl
 
 from ..batch_client import child_job_id, fits_overrides
+from ..platforms import capability
 from ..protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV, JobPayload
 from ..resources import JobResources, fargate_fit, resources_for
 from ..settings import BatchSettings
@@ -51,7 +52,7 @@ class Submitter:
             resources = fargate_fit(resources)
         image = self.image_for(resources)
         definition = cloud.batch.ensure_job_definition(
-            image, self.settings.job_role_arn, self.settings.billing,
+            image, self.settings.job_role_arn, capability(self.settings.platform),
             self.settings.execution_role_arn)
         node_dir = node.output_dir()
         staged, may_write = stage_inputs(node, node_dir, stager)

@@ -7,7 +7,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..cost import Prices, load_prices, significant, usage_cost
+from ..platforms import Platform
+from ..report.cost import Prices, load_prices, significant, usage_cost
 from ..status import JobState, JobStatus
 from .jobs import SubmittedJob
 from .progress import StageRow, clock
@@ -46,9 +47,8 @@ def stage_rows(nodes: Iterable[NodeState]) -> list[StageRow]:
 class RunCost:
     """Jobs' billed time so far at the report's prices: collected jobs, and those running."""
 
-    def __init__(self, billing: str, spot: bool) -> None:
-        self.billing = billing
-        self.spot = spot
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
         self.prices: Prices | None = None
         self._collected = 0.0
         self._loaded = False
@@ -57,7 +57,7 @@ class RunCost:
         if not self._loaded:
             self._loaded = True
             try:
-                self.prices = load_prices(self.billing, spot=self.spot)
+                self.prices = load_prices(self.platform.capability, spot=self.platform.spot)
             except Exception:
                 self.prices = None
         return self.prices

@@ -10,9 +10,8 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from ..errors import InfrastructureError
-from ..settings import PLATFORMS
+from ..platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS, PlatformName
 
-Platform = Literal["ec2", "spot", "fargate"]
 TAG_KEY = "nipype-batch:infra"
 # Names end up in a bucket name (63 characters with the account and region): keep them short.
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
@@ -41,7 +40,7 @@ class InfraSpec:
     """
 
     name: str = "default"
-    platform: Platform = "ec2"
+    platform: PlatformName = DEFAULT_PLATFORM
     max_vcpus: int = 64
     instance_types: list[str] = field(default_factory=lambda: ["optimal"])
     subnets: list[str] = field(default_factory=list)
@@ -58,8 +57,7 @@ class InfraSpec:
             )
         if self.platform not in PLATFORMS:
             raise InfrastructureError(
-                f"platform {self.platform!r} is not known: use 'ec2' (on-demand), 'spot' or "
-                "'fargate'."
+                f"platform {self.platform!r} is not known: use {CHOICES}."
             )
         if not _whole(self.max_vcpus):
             raise InfrastructureError(f"max_vcpus={self.max_vcpus!r} must be a whole number >= 1.")

@@ -14,15 +14,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ..platforms import DEFAULT_PLATFORM, capability
+from .model import JobRow
 
-if TYPE_CHECKING:
-    from .report import JobRow
-
-PLATFORMS = ("ec2", "fargate")
-DEFAULT_PLATFORM = "ec2"  # the job definitions nipype-batch registers run on EC2
+DEFAULT_PRICES = capability(DEFAULT_PLATFORM)  # whose prices apply when none are named
 
 
 def significant(amount: float, digits: int = 4) -> str:
@@ -69,7 +67,7 @@ def _override_data(override: str | os.PathLike[str] | Mapping[str, Any]) -> Mapp
     except (OSError, ValueError) as exc:
         raise ConfigurationError(
             f"cannot read prices file {override}: {exc}. It is JSON shaped like "
-            'nipype_batch/prices.json, e.g. {"as_of": "2025-01-01", "platforms": {"ec2": '
+            'nipype_batch/report/prices.json, e.g. {"as_of": "2025-01-01", "platforms": {"ec2": '
             '{"vcpu_hour": 0.04, "gb_hour": 0.004}}}'
         ) from exc
     if not isinstance(data, dict):
@@ -78,7 +76,7 @@ def _override_data(override: str | os.PathLike[str] | Mapping[str, Any]) -> Mapp
 
 
 def load_prices(
-    platform: str = DEFAULT_PLATFORM,
+    platform: str = DEFAULT_PRICES,
     spot: bool = False,
     override: str | os.PathLike[str] | Mapping[str, Any] | None = None,
 ) -> Prices:
@@ -87,14 +85,14 @@ def load_prices(
     Parameters
     ----------
     platform : {"ec2", "fargate"}
-        Where the jobs ran.
+        Where the jobs ran: a platform's capability (:mod:`nipype_batch.platforms`).
     spot : bool
         The compute environment used Spot capacity.
     override : path or mapping, optional
-        Same shape as ``nipype_batch/prices.json``; only the keys given replace the packaged
-        ones (``{"as_of": ..., "platforms": {"ec2": {"vcpu_hour": ...}}}``).
+        Same shape as ``nipype_batch/report/prices.json``; only the keys given replace the
+        packaged ones (``{"as_of": ..., "platforms": {"ec2": {"vcpu_hour": ...}}}``).
     """
-    data = json.loads(resources.files("nipype_batch").joinpath("prices.json").read_text())
+    data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
     if override is not None:
         data = _merged(data, _override_data(override))
     platforms = data.get("platforms") or {}

@@ -11,11 +11,11 @@ import time
 from collections.abc import Mapping, Sequence
 from html import escape
 
+from .colours import COLOURS, RETRY_COLOUR
 from .cost import CostEstimate, significant
-from .report import FAILED, QUEUED, RUNNING, Bar, JobRow, gantt_bars, summarize, time_unit
+from .gantt import FAILED, QUEUED, RUNNING, Bar, gantt_bars, time_unit
+from .model import JobRow, summarize
 
-COLOURS = {QUEUED: "#e8a33d", RUNNING: "#3b7dd8", FAILED: "#d64545"}
-RETRY_COLOUR = "#222222"
 LABEL_W, CHART_W, ROW_H, BAR_H, AXIS_H = 300, 820, 20, 12, 28
 
 CSS = """
@@ -198,7 +198,7 @@ def render_html(
 
     Parameters
     ----------
-    rows : the run's jobs (:func:`~nipype_batch.report.collect_jobs`)
+    rows : the run's jobs (:func:`~nipype_batch.report.collect.collect_jobs`)
     cost : their cost estimate
     log_tails : job id -> last log lines, shown for failed jobs
     title : what the run is (its work directory)

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .report import FAILED, QUEUED, RUNNING, Bar, time_unit
-from .report_html import COLOURS, RETRY_COLOUR
+from .colours import COLOURS, RETRY_COLOUR
+from .gantt import FAILED, QUEUED, RUNNING, Bar, time_unit
 
 MAX_LABELLED_ROWS = 60  # beyond this, row labels would overlap: the rows stay, labels go
 
