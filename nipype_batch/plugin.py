@@ -1,7 +1,7 @@
 """``BatchPlugin``: Nipype's distributed plugin loop, with each node run as an AWS Batch job.
 
-Only Nipype glue lives here; AWS calls are in :mod:`batch_client`, file moves in
-:mod:`staging`, the container side in :mod:`runner`.
+Only Nipype glue lives here; AWS calls are in :mod:`aws.batch`, file moves in
+:mod:`aws.staging`, the container side in :mod:`runner`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from nipype.pipeline.plugins.base import DistributedPluginBase
 from nipype.utils.filemanip import loadpkl, savepkl
 
 from .arrays import array_job_name, group_for_arrays, mapflow_parent
-from .batch_client import child_job_id, fits_overrides
+from .aws.batch import child_job_id, fits_overrides
+from .aws.bundles import unpack_bookkeeping
+from .aws.staging import StagedPath, find_paths, paths_in_strings
+from .aws.status import JobState, JobStatus, next_poll_interval
 from .builder import ImageBuilder, PublishedImage, check_ready_image, plan_images
-from .bundles import unpack_bookkeeping
 from .cloud import Cloud, connect
 from .cost import Prices, significant, usage_cost
 from .errors import BatchJobError
@@ -39,7 +41,14 @@ from .journal import Journal
 from .pickle_check import check_nodes_load
 from .preflight import preflight
 from .progress import Progress, Snapshot, StageRow, clock
-from .protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV
+from .protocol import (
+    ARRAY_INDEX_PLACEHOLDER,
+    CRASH_FILE,
+    PAYLOAD_ENV,
+    hash_file_name,
+    result_file_name,
+    result_path,
+)
 from .provenance import (
     job_record,
     output_files,
@@ -50,8 +59,6 @@ from .provenance import (
 from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .run_log import LOG_NAME, OURS, RunLog, hold_nipype_records, start_run_log
 from .settings import BatchSettings
-from .staging import StagedPath, find_paths, paths_in_strings
-from .status import JobState, JobStatus, next_poll_interval
 
 log = logging.getLogger("nipype_batch")
 
@@ -348,7 +355,7 @@ class BatchPlugin(DistributedPluginBase):
         if count < 2:
             return False
         subnodes = (sub for _index, sub in node._make_nodes(node.output_dir()))
-        if not all(os.path.exists(os.path.join(sub.output_dir(), f"result_{sub.name}.pklz"))
+        if not all(os.path.exists(result_path(sub.output_dir(), sub.name))
                    for sub in subnodes):
             return False
         node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
@@ -448,7 +455,7 @@ class BatchPlugin(DistributedPluginBase):
         """Fetch a successful result for these exact inputs from S3, if one was committed."""
         stager = self.cloud.stager
         names = self._committed_names(node_dir)
-        if f"result_{node.name}.pklz" not in names or f"_0x{hashvalue}.json" not in names:
+        if result_file_name(node.name) not in names or hash_file_name(hashvalue) not in names:
             return False
         if not isinstance(node, MapNode):
             shutil.rmtree(node_dir, ignore_errors=True)
@@ -718,14 +725,14 @@ class BatchPlugin(DistributedPluginBase):
             self._cost_collected += _job_cost(job.resources, status.started_at,
                                               status.stopped_at or status.started_at,
                                               self._prices)
-        result_file = os.path.join(job.node_dir, f"result_{job.node_name}.pklz")
+        result_file = result_path(job.node_dir, job.node_name)
         if status.state is JobState.SUCCEEDED and fetched and not runner.get("node_failed"):
             return {"result": None, "traceback": None, "hostname": runner.get("hostname")}
         traceback: list[str] = []
         if fetched and runner.get("node_failed"):
             crash = loadpkl(result_file)
             traceback = list(crash.get("traceback") or [])
-            os.replace(result_file, os.path.join(job.node_dir, "crashstore.pklz"))
+            os.replace(result_file, os.path.join(job.node_dir, CRASH_FILE))
         else:
             where = f"s3://{stager.bucket}/{stager.key_for(job.node_dir)}/"
             traceback = [

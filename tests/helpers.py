@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nipype_batch.protocol import is_bookkeeping
 from nipype_batch.report import HTML_NAME, PNG_NAME
 from nipype_batch.run_log import LOG_NAME
-from nipype_batch.staging import is_bookkeeping
 
 # Files whose bytes legitimately differ between runs (timings, hosts, pickled environments),
 # or that only one plugin writes (its report and its run's log).

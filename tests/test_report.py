@@ -20,7 +20,8 @@ import pytest
 from moto import mock_aws
 from nipype import Function, Node, Workflow
 
-from nipype_batch.batch_client import LOG_GROUP, BatchClient
+from nipype_batch.aws.batch import LOG_GROUP, BatchClient
+from nipype_batch.aws.status import JobState, JobStatus
 from nipype_batch.cli import main
 from nipype_batch.cost import estimate, load_prices
 from nipype_batch.errors import ConfigurationError, NipypeBatchError
@@ -34,7 +35,6 @@ from nipype_batch.report import (
     write_report,
 )
 from nipype_batch.report_html import render_html
-from nipype_batch.status import JobState, JobStatus
 
 T0 = 1_700_000_000_000  # ms
 

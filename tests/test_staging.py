@@ -11,16 +11,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from nipype_batch.api_calls import ApiCallCounter
+from nipype_batch.aws.session import ApiCallCounter
+from nipype_batch.aws.staging import MTIME_META, StagedPath, Stager, find_paths
 from nipype_batch.errors import StagingError
-from nipype_batch.staging import (
-    MTIME_META,
-    StagedPath,
-    Stager,
-    find_paths,
-    is_bookkeeping,
-    is_result_file,
-)
+from nipype_batch.protocol import is_bookkeeping, is_result_file
 
 REGION = "us-east-1"
 BUCKET = "staging-bucket"

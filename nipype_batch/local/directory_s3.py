@@ -2,7 +2,7 @@
 
 The emulator's S3 answers a few hundred requests a second: enough for real workflows on the
 local stack, not for 10,000 jobs of about ten requests each in a test. This client implements
-the calls :class:`~nipype_batch.staging.Stager` and the runner make (same arguments, same
+the calls :class:`~nipype_batch.aws.staging.Stager` and the runner make (same arguments, same
 answers, same ``ClientError`` codes), storing each object as a file with its metadata beside
 it. Driver and worker processes share it through the filesystem. It skips botocore, so the
 driver's CPU measured against it leaves out botocore's own cost per S3 request; the benchmark

@@ -8,7 +8,6 @@ so Nipype's default size+mtime hash of a file is the same on the driver and in t
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import shlex
@@ -20,30 +19,15 @@ from typing import Any
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 
-from .errors import StagingError
+from ..errors import StagingError
+from ..protocol import PARTIAL_SUFFIX, is_bookkeeping, is_result_file
+from .bundles import pack_bookkeeping
 
 log = logging.getLogger(__name__)
 
 MTIME_META = "mtime-ns"
 SSE = "AES256"  # every staged object is encrypted at rest (S3-managed keys)
 _PATH_MAX = 4096
-
-# Files of a node directory the driver needs to continue the graph and to see the cache.
-BOOKKEEPING = ("result_*.pklz", "_0x*.json", "_inputs.pklz", "_node.pklz", "_report/*",
-               "_nipype_batch.json")
-
-
-def is_bookkeeping(relpath: str) -> bool:
-    """Whether a file of a node directory (relative path) is Nipype's or our bookkeeping."""
-    parts = relpath.split("/")
-    if len(parts) >= 3 and parts[0] == "mapflow":
-        relpath = "/".join(parts[2:])
-    return any(fnmatch.fnmatch(relpath, pattern) for pattern in BOOKKEEPING)
-
-
-def is_result_file(relpath: str) -> bool:
-    """The node's own result file: the commit marker, always moved last."""
-    return "/" not in relpath and fnmatch.fnmatch(relpath, "result_*.pklz")
 
 
 def find_paths(value: Any) -> set[str]:
@@ -205,8 +189,6 @@ class Stager:
                 ) from exc
         for file_path in files:
             if bundle_key and is_result_file(os.path.relpath(file_path, root)):
-                from .bundles import pack_bookkeeping
-
                 self.put_bytes(bundle_key, pack_bookkeeping(root, files))
                 bundle_key = None
             self.upload_file(file_path)
@@ -238,7 +220,7 @@ class Stager:
                 f"could not download s3://{self.bucket}/{key}: {exc}"
             ) from exc
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.nbpart"
+        tmp = path + PARTIAL_SUFFIX
         with open(tmp, "wb") as out:
             shutil.copyfileobj(obj["Body"], out, length=1 << 20)
         os.replace(tmp, path)
@@ -323,7 +305,7 @@ class Stager:
 def _walk_files(root: str) -> Iterator[str]:
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if not name.endswith(".nbpart"):
+            if not name.endswith(PARTIAL_SUFFIX):
                 yield os.path.join(dirpath, name)
 
 
