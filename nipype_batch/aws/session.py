@@ -21,6 +21,9 @@ from botocore.config import Config
 from ..errors import ConfigurationError
 
 MAX_ATTEMPTS = 10
+# Connections each client keeps: a node directory's files move in parallel, and a large file
+# in ranged parts (see staging), more at once than botocore's default of 10.
+MAX_POOL_CONNECTIONS = 32
 
 
 def client_config(max_attempts: int = MAX_ATTEMPTS) -> Config:
@@ -30,6 +33,7 @@ def client_config(max_attempts: int = MAX_ATTEMPTS) -> Config:
         user_agent_extra="nipype-batch",
         connect_timeout=10,
         read_timeout=60,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
     )
 
 

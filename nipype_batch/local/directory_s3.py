@@ -99,6 +99,12 @@ class DirectoryS3:
         size = os.fstat(body.fileno()).st_size
         return {"Body": body, "Metadata": metadata, "ContentLength": size}
 
+    def download_file(self, Bucket: str, Key: str, Filename: str, **_: Any) -> None:
+        # boto3's managed download: a HeadObject, then the object's bytes
+        self.head_object(Bucket=Bucket, Key=Key)
+        self._call("GetObject")
+        shutil.copyfile(self._paths(Bucket, Key)[0], Filename)
+
     def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         self._call("HeadObject")
         data, meta = self._paths(Bucket, Key)
