@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 import nipype_batch  # noqa: E402, F401
 from examples.demo.workflow import build_workflow, make_inputs  # noqa: E402
 from nipype_batch import BatchPlugin  # noqa: E402
-from nipype_batch.staging import find_paths  # noqa: E402
+from nipype_batch.aws.staging import find_paths  # noqa: E402
 
 
 def node_bytes(work: Path) -> int:

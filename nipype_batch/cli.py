@@ -160,7 +160,7 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from .iam import job_role_policy
+    from .aws.iam import job_role_policy
 
     if not args.location.startswith("s3://"):
         raise NipypeBatchError(f"{args.location!r} is not an S3 URI: write s3://bucket/prefix")

@@ -1,22 +1,27 @@
 """Connect settings to a cloud: real AWS, or the local stack standing in for it.
 
 Everything after this point uses the same clients and code on both; only who provides the
-endpoint, queue, bucket and registry differs.
+endpoint, queue, bucket and registry differs. The AWS code (:mod:`nipype_batch.aws`) is
+handed its clients and knows of no local stack.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api_calls import ApiCallCounter
-from .batch_client import BatchClient
-from .errors import ConfigurationError
+from .aws.batch import BatchClient
+from .aws.session import ApiCallCounter, ClientFactory, open_session
+from .aws.staging import Stager
 from .images.build import DEFAULT_BASE_IMAGE
 from .images.registries import EcrRegistry, PlainRegistry, Registry
-from .retry_policy import client_config
+from .protocol import ENDPOINT_ENV
 from .settings import BatchSettings
-from .staging import Stager
+
+
+def queues_must_exist(name: str) -> None:
+    """On AWS a run never creates a job queue: the preflight reports a missing one."""
 
 
 @dataclass
@@ -32,7 +37,9 @@ class Cloud:
     job_name_prefix: str = ""
     base_image: str = DEFAULT_BASE_IMAGE
     api_calls: ApiCallCounter = field(default_factory=ApiCallCounter)
-    local_stack: Any = None
+    # Called with each queue a run's nodes name, before the preflight: the local stack creates
+    # them on demand; on AWS they must exist.
+    ensure_queue: Callable[[str], None] = queues_must_exist
     _docker: Any = None
 
     def docker(self) -> Any:
@@ -43,60 +50,15 @@ class Cloud:
             self._docker = connect_docker()
         return self._docker
 
-    def ensure_queue(self, name: str) -> None:
-        """On the local stack, create a queue a node names; on AWS queues must exist."""
-        if self.local_stack is not None:
-            self.local_stack.ensure_queue(name)
-
 
 def connect(settings: BatchSettings) -> Cloud:
     """Build the :class:`Cloud` for ``settings`` (starting the local stack if asked for)."""
-    counter = ApiCallCounter()
     if settings.backend == "local":
-        from .local import LocalStack
-
-        stack = LocalStack.get()
-        client = lambda service: counter.attach(  # noqa: E731
-            stack.client(service, config=client_config(settings.aws_max_attempts))
-        )
-        bucket, prefix = (settings.bucket_and_prefix() if settings.bucket
-                          else (stack.bucket, ""))
-        stack.ensure_bucket(bucket)
-        queue = settings.job_queue or stack.job_queue
-        stack.ensure_queue(queue)
-        return Cloud(
-            batch=BatchClient(client("batch"), client("logs")),
-            stager=Stager(client("s3"), bucket, prefix),
-            job_queue=queue,
-            registry=PlainRegistry(stack.registry_address),
-            sts=client("sts"),
-            job_environment=stack.job_environment(),
-            job_name_prefix=stack.job_name_prefix,
-            base_image=settings.base_image or DEFAULT_BASE_IMAGE,
-            api_calls=counter,
-            local_stack=stack,
-            _docker=stack.docker,
-        )
-
-    import boto3
-
-    try:
-        session = boto3.Session(profile_name=settings.aws_profile, region_name=settings.region)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"cannot open AWS profile {settings.aws_profile!r}: {exc}. List yours with "
-            "`aws configure list-profiles`, or leave aws_profile unset."
-        ) from exc
-    if not session.region_name:
-        raise ConfigurationError(
-            "no AWS region: set plugin_args={'region': 'us-east-1'} (or $AWS_DEFAULT_REGION)."
-        )
-    client = lambda service: counter.attach(  # noqa: E731
-        session.client(service, endpoint_url=settings.endpoint_url,
-                       config=client_config(settings.aws_max_attempts))
-    )
+        return _connect_local(settings)
+    session = open_session(settings.aws_profile, settings.region)
+    client = ClientFactory.for_session(session, settings.endpoint_url, settings.aws_max_attempts)
     bucket, prefix = settings.bucket_and_prefix()
-    env = {"NIPYPE_BATCH_ENDPOINT_URL": settings.endpoint_url} if settings.endpoint_url else {}
+    env = {ENDPOINT_ENV: settings.endpoint_url} if settings.endpoint_url else {}
     return Cloud(
         batch=BatchClient(client("batch"), client("logs")),
         stager=Stager(client("s3"), bucket, prefix),
@@ -105,5 +67,31 @@ def connect(settings: BatchSettings) -> Cloud:
         sts=client("sts"),
         job_environment=env,
         base_image=settings.base_image or DEFAULT_BASE_IMAGE,
-        api_calls=counter,
+        api_calls=client.counter,
+    )
+
+
+def _connect_local(settings: BatchSettings) -> Cloud:
+    """The local stack's clients (it builds them on its emulator), queue, bucket, registry."""
+    from .local import LocalStack
+
+    stack = LocalStack.get()
+    client = ClientFactory(lambda service, config: stack.client(service, config=config),
+                           settings.aws_max_attempts)
+    bucket, prefix = (settings.bucket_and_prefix() if settings.bucket else (stack.bucket, ""))
+    stack.ensure_bucket(bucket)
+    queue = settings.job_queue or stack.job_queue
+    stack.ensure_queue(queue)
+    return Cloud(
+        batch=BatchClient(client("batch"), client("logs")),
+        stager=Stager(client("s3"), bucket, prefix),
+        job_queue=queue,
+        registry=PlainRegistry(stack.registry_address),
+        sts=client("sts"),
+        job_environment=stack.job_environment(),
+        job_name_prefix=stack.job_name_prefix,
+        base_image=settings.base_image or DEFAULT_BASE_IMAGE,
+        api_calls=client.counter,
+        ensure_queue=stack.ensure_queue,
+        _docker=stack.docker,
     )

@@ -1,13 +1,12 @@
 """A job's log in CloudWatch (group ``/aws/batch/job``), found by node or job id: tail or follow.
 
 Finding the job needs no AWS: finished nodes name theirs in ``_nipype_batch.json``, jobs in
-flight are in the work directory's journal. Reading takes a :class:`BatchClient` (for the job's
-state and log stream) and its logs client, so it runs against AWS and the local stack alike.
+flight are in the work directory's journal. Reading goes through a :class:`BatchClient` (the
+job's state, its log stream, pages of it), so it runs against AWS and the local stack alike.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -15,15 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from .batch_client import LOG_GROUP, BatchClient
+from .aws.batch import BatchClient
 from .errors import NipypeBatchError
 from .journal import Journal
 from .report.collect import collect_jobs
 from .report.model import JobRow
-
-log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(:\d+)?$")
 
@@ -91,7 +86,7 @@ def find_job(name: str, work_dir: str | None) -> JobRef:
 
 
 def job_status(batch: BatchClient, job_id: str) -> Any:
-    """The job's :class:`~nipype_batch.status.JobStatus`; an error if Batch does not know it."""
+    """The job's :class:`~nipype_batch.aws.status.JobStatus`; an error if Batch does not know it."""
     status = batch.describe([job_id]).get(job_id)
     if status is None:
         raise NipypeBatchError(
@@ -132,20 +127,11 @@ def follow(
                 on_stream(stream)
         messages: list[str] = []
         if stream:
-            request: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream}
-            if token:
-                request.update(nextToken=token, startFromHead=True)
-            else:
-                request.update(startFromHead=False, limit=lines)
-            try:
-                page = batch.logs.get_log_events(**request)
-            except ClientError as exc:  # the stream appears once the container starts
-                log.debug("Log stream %s not readable yet: %s", stream, exc)
-                page = {"events": []}
-            messages = [event["message"] for event in page["events"]]
+            page = batch.log_page(stream, token, lines)
+            messages = page.messages
             # an empty stream's token is not a position to continue from: start again later
             if messages or token:
-                token = page.get("nextForwardToken") or token
+                token = page.next_token
         yield from messages
         if status.state.done and not messages:
             return

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from .aws.batch import BatchClient
 from .errors import ConfigurationError
 from .resources import JobResources, resources_for
 from .settings import BatchSettings
@@ -84,28 +85,26 @@ def check_bucket(s3: Any, bucket: str, prefix: str) -> Check:
     return Check("bucket", True, f"s3://{bucket}/{prefix} is writable")
 
 
-def check_queue(batch: Any, queue: str) -> tuple[Check, list[dict[str, Any]]]:
+def check_queue(batch: BatchClient, queue: str) -> tuple[Check, list[dict[str, Any]]]:
     """The job queue exists, is ENABLED and VALID; also returns its compute environments."""
     try:
-        found = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+        info = batch.describe_queue(queue)
     except (ClientError, BotoCoreError) as exc:
         return Check(f"queue {queue}", False, f"cannot describe it ({_error_text(exc)})."), []
-    if not found:
+    if info is None:
         return Check(f"queue {queue}", False,
                      f"job queue {queue!r} does not exist in this account and region. Create it "
                      "(`nipype-batch infra up`) or fix plugin_args['job_queue']."), []
-    info = found[0]
     if info.get("state") != "ENABLED" or info.get("status") not in ("VALID", "UPDATING"):
         return Check(f"queue {queue}", False,
                      f"job queue {queue!r} is {info.get('state')}/{info.get('status')} "
                      f"({info.get('statusReason', '')}): it must be ENABLED and VALID."), []
-    order = [entry["computeEnvironment"] for entry in info.get("computeEnvironmentOrder", [])]
     try:
-        envs = batch.describe_compute_environments(computeEnvironments=order)
+        envs = batch.compute_environments(info)
     except (ClientError, BotoCoreError) as exc:
         return Check(f"queue {queue}", False,
                      f"cannot describe its compute environments ({_error_text(exc)})."), []
-    return Check(f"queue {queue}", True, "ENABLED and VALID"), envs["computeEnvironments"]
+    return Check(f"queue {queue}", True, "ENABLED and VALID"), envs
 
 
 def check_fit(queue: str, envs: list[dict[str, Any]], largest: JobResources) -> Check:
@@ -183,7 +182,7 @@ def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = No
     needs = largest_job(nodes or [], settings)
     queues = {queue or cloud.job_queue for queue in needs} or {cloud.job_queue}
     for queue in sorted(queues):
-        queue_check, envs = check_queue(cloud.batch.batch, queue)
+        queue_check, envs = check_queue(cloud.batch, queue)
         checks.append(queue_check)
         biggest = needs.get(queue) or needs.get("")
         if queue_check.ok and biggest is not None:

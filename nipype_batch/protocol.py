@@ -1,14 +1,20 @@
-"""The contract between the driver and the runner inside a job: names both sides agree on,
-and the job's payload, a typed record whose version the runner checks."""
+"""The contract between the driver and the runner inside a job: names both sides agree on.
+
+Three parts: the job's environment and exit codes; the job's payload, a typed record whose
+version the runner checks; and the layout of a node directory (which files are Nipype's and our
+bookkeeping, which one commits the node). Everything that moves or reads node directories
+(staging, bundles, the driver, the runner, provenance) asks here.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 PAYLOAD_ENV = "NIPYPE_BATCH_PAYLOAD"  # s3:// URI of the job's payload JSON
 ENDPOINT_ENV = "NIPYPE_BATCH_ENDPOINT_URL"  # custom AWS endpoint (local stack, emulators)
-PROVENANCE_FILE = "_nipype_batch.json"  # in each node directory
 EXIT_NODE_FAILED = 3  # the node raised; its traceback is in the result file
 EXIT_RUNNER_FAILED = 2  # staging or payload failed: an infrastructure error
 PAYLOAD_VERSION = 3
@@ -66,3 +72,45 @@ class JobPayload:
                 "or install the driver's nipype-batch version in the image you name.")
         known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+# ---- the node directory ------------------------------------------------------------------
+
+PROVENANCE_FILE = "_nipype_batch.json"  # which job ran the node, where and how
+NODE_PICKLE = "_nipype_batch_node.pklz"  # the node as the runner receives it (removed after)
+CRASH_FILE = "crashstore.pklz"  # where the driver keeps a failed node's result file
+MAPFLOW = "mapflow"  # a MapNode's subnode directories: <mapnode>/mapflow/_<name><i>/
+PARTIAL_SUFFIX = ".nbpart"  # a file being written; renamed into place when complete
+RESULT_PATTERN = "result_*.pklz"
+
+# Files of a node directory the driver needs to continue the graph and to see the cache.
+BOOKKEEPING = (RESULT_PATTERN, "_0x*.json", "_inputs.pklz", "_node.pklz", "_report/*",
+               PROVENANCE_FILE)
+
+
+def result_file_name(node_name: str) -> str:
+    """Nipype's result file of a node: written last, so it marks the node as done."""
+    return f"result_{node_name}.pklz"
+
+
+def hash_file_name(hashvalue: str) -> str:
+    """Nipype's record of the inputs' hash: with the result file, what a cache hit needs."""
+    return f"_0x{hashvalue}.json"
+
+
+def result_path(node_dir: str, node_name: str) -> str:
+    """Path of the node's result file."""
+    return os.path.join(node_dir, result_file_name(node_name))
+
+
+def is_bookkeeping(relpath: str) -> bool:
+    """Whether a file of a node directory (relative path) is Nipype's or our bookkeeping."""
+    parts = relpath.split("/")
+    if len(parts) >= 3 and parts[0] == MAPFLOW:
+        relpath = "/".join(parts[2:])
+    return any(fnmatch.fnmatch(relpath, pattern) for pattern in BOOKKEEPING)
+
+
+def is_result_file(relpath: str) -> bool:
+    """The node's own result file: the commit marker, always moved last."""
+    return "/" not in relpath and fnmatch.fnmatch(relpath, RESULT_PATTERN)

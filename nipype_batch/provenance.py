@@ -11,9 +11,10 @@ import json
 import os
 from typing import Any
 
-from .protocol import PROVENANCE_FILE
+from .aws.batch import LOG_GROUP
+from .aws.status import JobStatus
+from .protocol import MAPFLOW, PROVENANCE_FILE
 from .resources import JobResources
-from .status import JobStatus
 
 
 def read_provenance(node_dir: str) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def job_record(
         "exit_code": status.exit_code,
         "attempts": len(status.attempts) or 1,
         "attempt_details": status.attempts,
-        "log_group": "/aws/batch/job",
+        "log_group": LOG_GROUP,
         "log_stream": log_stream,
         "submitted_at_ms": status.created_at,
         "started_at_ms": status.started_at,
@@ -79,7 +80,7 @@ def write_collated(node_dir: str) -> list[str]:
     do for a node that ran as a job. Returns it.
     """
     found: list[str] = []
-    for sub_record in sorted(glob.glob(os.path.join(node_dir, "mapflow", "*", PROVENANCE_FILE))):
+    for sub_record in sorted(glob.glob(os.path.join(node_dir, MAPFLOW, "*", PROVENANCE_FILE))):
         found += output_files(os.path.dirname(sub_record))
     _merge(node_dir, "runner", {"collated_on_driver": True, "output_files": found})
     return found

@@ -25,11 +25,13 @@ from .protocol import (
     ENDPOINT_ENV,
     EXIT_NODE_FAILED,
     EXIT_RUNNER_FAILED,
+    NODE_PICKLE,
     PAYLOAD_ENV,
     PROVENANCE_FILE,
     JobPayload,
     PayloadVersionError,
     payload_uri_for,
+    result_path,
 )
 
 
@@ -44,7 +46,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 def _s3_client() -> Any:
     import boto3
 
-    from .retry_policy import client_config
+    from .aws.session import client_config
 
     return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None,
                         config=client_config())
@@ -89,7 +91,7 @@ def run_payload(payload: JobPayload, stager: Any) -> int:
     from nipype import config, logging
     from nipype.utils.filemanip import loadpkl
 
-    from .staging import StagedPath, find_paths
+    from .aws.staging import StagedPath, find_paths
 
     timings: dict[str, float] = {"start": time.time()}
     node_dir = payload.node_dir
@@ -100,7 +102,7 @@ def run_payload(payload: JobPayload, stager: Any) -> int:
     for path in string_paths:
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-    pickle_path = os.path.join(node_dir, "_nipype_batch_node.pklz")
+    pickle_path = os.path.join(node_dir, NODE_PICKLE)
     os.makedirs(node_dir, exist_ok=True)
     with open(pickle_path, "wb") as fh:
         fh.write(base64.b64decode(payload.node_pickle))
@@ -168,7 +170,7 @@ def _fail(node_dir: str, node_name: str, result: Any) -> list[str]:
     error = traceback.format_exception(*sys.exc_info())
     sys.stderr.write("".join(error))
     os.makedirs(node_dir, exist_ok=True)
-    savepkl(os.path.join(node_dir, f"result_{node_name}.pklz"),
+    savepkl(result_path(node_dir, node_name),
             {"result": result, "hostname": socket.gethostname(), "traceback": error})
     return error
 
@@ -202,7 +204,7 @@ def main() -> int:
         import tempfile
 
         point_sdks_at(os.environ[ENDPOINT_ENV], tempfile.gettempdir())
-    from .staging import Stager
+    from .aws.staging import Stager
 
     uri = os.environ.get(PAYLOAD_ENV)
     if not uri:

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from nipype_batch.driver.run_log import LOG_NAME
+from nipype_batch.protocol import is_bookkeeping
 from nipype_batch.report.write import HTML_NAME, PNG_NAME
-from nipype_batch.staging import is_bookkeeping
 
 # Files whose bytes legitimately differ between runs (timings, hosts, pickled environments),
 # or that only one plugin writes (its report and its run's log).

@@ -16,8 +16,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from nipype_batch.api_calls import ApiCallCounter
-from nipype_batch.batch_client import (
+from nipype_batch.aws.batch import (
     DESCRIBE_CHUNK,
     LOG_GROUP,
     RETRY_RULES,
@@ -27,10 +26,11 @@ from nipype_batch.batch_client import (
     job_definition_spec,
     retry_strategy,
 )
+from nipype_batch.aws.session import ApiCallCounter
+from nipype_batch.aws.status import JobState, JobStatus
 from nipype_batch.errors import BatchJobError
 from nipype_batch.protocol import EXIT_NODE_FAILED
 from nipype_batch.resources import JobResources
-from nipype_batch.status import JobState, JobStatus
 
 REGION = "us-east-1"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/nipype-batch@sha256:" + "a" * 64
@@ -404,7 +404,7 @@ def test_retry_rules_never_retry_the_nodes_own_exception() -> None:
 
 
 def test_poll_interval_is_short_while_jobs_run_and_backs_off_while_queued() -> None:
-    from nipype_batch.status import JobState, next_poll_interval
+    from nipype_batch.aws.status import JobState, next_poll_interval
 
     queued = [JobState.RUNNABLE, JobState.SUBMITTED]
     assert next_poll_interval(queued, 0.5, 0.5, 10) == 1.0

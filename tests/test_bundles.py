@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from nipype_batch.bundles import pack_bookkeeping, unpack_bookkeeping
+from nipype_batch.aws.bundles import pack_bookkeeping, unpack_bookkeeping
 
 
 def _node_dir(root) -> list[str]:

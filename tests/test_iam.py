@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
-from nipype_batch.iam import job_role_policy
+from nipype_batch.aws.iam import job_role_policy
 
 pytestmark = pytest.mark.moto
 

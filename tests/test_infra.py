@@ -11,9 +11,9 @@ import pytest
 from moto import mock_aws
 from nipype import Function, Node, Workflow
 
+from nipype_batch.aws.iam import job_role_policy
 from nipype_batch.cli import main
 from nipype_batch.errors import ConfigurationError, InfrastructureError
-from nipype_batch.iam import job_role_policy
 from nipype_batch.infra import TAG_KEY, Clients, InfraSpec, Infrastructure, connect_infra
 from nipype_batch.profiles import Profile, load_profile, profile_path, save_profile
 from nipype_batch.provenance import read_provenance

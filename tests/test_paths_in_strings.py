@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
+from nipype_batch.aws.staging import StagedPath, Stager, paths_in_strings
 from nipype_batch.driver.inputs import is_system_path
-from nipype_batch.staging import StagedPath, Stager, paths_in_strings
 
 
 @pytest.mark.parametrize(("value", "expected"), [

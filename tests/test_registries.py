@@ -14,7 +14,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from nipype_batch.api_calls import ApiCallCounter
+from nipype_batch.aws.session import ApiCallCounter
 from nipype_batch.errors import ImageBuildError
 from nipype_batch.images.registries import MANIFEST_TYPES, EcrRegistry, PlainRegistry
 

@@ -20,7 +20,8 @@ import pytest
 from moto import mock_aws
 from nipype import Function, Node, Workflow
 
-from nipype_batch.batch_client import LOG_GROUP, BatchClient
+from nipype_batch.aws.batch import LOG_GROUP, BatchClient
+from nipype_batch.aws.status import JobState, JobStatus
 from nipype_batch.cli import main
 from nipype_batch.errors import ConfigurationError, NipypeBatchError
 from nipype_batch.logs import find_job, follow
@@ -29,7 +30,6 @@ from nipype_batch.report.cost import estimate, load_prices
 from nipype_batch.report.gantt import FAILED, QUEUED, RUNNING, gantt_bars
 from nipype_batch.report.html import render_html
 from nipype_batch.report.write import write_report
-from nipype_batch.status import JobState, JobStatus
 
 T0 = 1_700_000_000_000  # ms
 

@@ -13,6 +13,7 @@ from nipype import Node
 from nipype.interfaces.utility import IdentityInterface
 from nipype.utils.filemanip import loadpkl, savepkl
 
+from nipype_batch.aws.staging import Stager
 from nipype_batch.protocol import (
     EXIT_NODE_FAILED,
     PAYLOAD_VERSION,
@@ -20,7 +21,6 @@ from nipype_batch.protocol import (
     PayloadVersionError,
 )
 from nipype_batch.runner import run_payload
-from nipype_batch.staging import Stager
 
 from .test_staging import BUCKET, PREFIX, s3  # noqa: F401  (fixture)
 

@@ -248,7 +248,7 @@ def test_describe_settings_covers_every_field_with_help() -> None:
 
 
 def test_a_large_environment_is_accepted_it_travels_in_the_payload() -> None:
-    from nipype_batch.batch_client import fits_overrides
+    from nipype_batch.aws.batch import fits_overrides
 
     big = {f"VAR_{i}": "x" * 100 for i in range(80)}
     assert BatchSettings.from_plugin_args({"environment": big}).environment == big
@@ -261,7 +261,7 @@ def test_a_large_environment_is_accepted_it_travels_in_the_payload() -> None:
 def test_fits_overrides_measures_what_submit_job_sends() -> None:
     import json
 
-    from nipype_batch.batch_client import container_overrides, fits_overrides
+    from nipype_batch.aws.batch import container_overrides, fits_overrides
 
     resources = JobResources(vcpus=96, memory_mb=786432, gpus=8, timeout_s=86400,
                              job_queue="q", image=None, base_image=None, run_on_driver=False)

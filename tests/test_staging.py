@@ -9,18 +9,13 @@ from typing import Any
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from moto import mock_aws
 
-from nipype_batch.api_calls import ApiCallCounter
+from nipype_batch.aws.session import ApiCallCounter
+from nipype_batch.aws.staging import MTIME_META, StagedPath, Stager, find_paths
 from nipype_batch.errors import StagingError
-from nipype_batch.staging import (
-    MTIME_META,
-    StagedPath,
-    Stager,
-    find_paths,
-    is_bookkeeping,
-    is_result_file,
-)
+from nipype_batch.protocol import is_bookkeeping, is_result_file
 
 REGION = "us-east-1"
 BUCKET = "staging-bucket"
@@ -133,6 +128,46 @@ def test_ensure_uploaded_skips_unchanged_and_reuploads_changed(
     assert counter.counts["s3.PutObject"] == 3
     body = s3.get_object(Bucket=BUCKET, Key=stager.key_for(str(path)))["Body"].read()
     assert body == b"second, longer version"
+
+
+@pytest.mark.moto
+def test_large_file_comes_down_in_ranged_parts_with_its_mtime(tmp_path: Path, stager, s3) -> None:
+    data = os.urandom(300 * 1024)
+    path = write(tmp_path / "big" / "dwi.nii", data, MTIME_NS)
+    stager.upload_file(str(path))
+    path.unlink()
+
+    # Above the threshold: the first GET only tells size and mtime; the bytes come in parts.
+    small_parts = TransferConfig(multipart_threshold=64 * 1024, multipart_chunksize=64 * 1024)
+    managed = Stager(s3, BUCKET, PREFIX, transfer_config=small_parts)
+    log = OperationLog(s3)
+    assert managed.download(StagedPath(str(path), "file")) == 1
+    assert path.read_bytes() == data
+    assert path.stat().st_mtime_ns == MTIME_NS
+    assert managed.bytes_down == len(data)
+    assert log.keys("GetObject").count(stager.key_for(str(path))) == 1 + 5  # 300 KiB / 64 KiB
+    assert not list(path.parent.glob("*.nbpart*"))
+
+
+@pytest.mark.moto
+def test_many_files_move_concurrently_and_the_result_file_last(tmp_path: Path, stager, s3) -> None:
+    node_dir = tmp_path / "wf" / "many"
+    names = [f"out/{i:03d}.txt" for i in range(40)] + ["_0xabc.json", "result_many.pklz"]
+    for i, rel in enumerate(names):
+        write(node_dir / rel, rel.encode(), MTIME_NS + i)
+    log = OperationLog(s3)
+    stager.upload_tree(str(node_dir))
+    assert log.keys("PutObject")[-1] == stager.key_for(str(node_dir / "result_many.pklz"))
+    assert len(log.keys("PutObject")) == len(names)
+
+    for item in sorted(node_dir.rglob("*"), reverse=True):
+        item.unlink() if item.is_file() else item.rmdir()
+    log.calls.clear()
+    assert stager.fetch_node_dir(str(node_dir), everything=True) is True
+    assert log.keys("GetObject")[-1] == stager.key_for(str(node_dir / "result_many.pklz"))
+    assert len(log.keys("GetObject")) == len(names)
+    for i, rel in enumerate(names):
+        assert (node_dir / rel).stat().st_mtime_ns == MTIME_NS + i
 
 
 @pytest.mark.moto

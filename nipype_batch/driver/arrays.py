@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from ..batch_client import ARRAY_MAX, ARRAY_MIN
+from ..aws.batch import ARRAY_MAX, ARRAY_MIN
 
 T = TypeVar("T")
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from nipype.utils.filemanip import loadpkl
 
-from ..bundles import unpack_bookkeeping
+from ..aws.bundles import unpack_bookkeeping
+from ..aws.staging import StagedPath, Stager
+from ..aws.status import JobState, JobStatus
+from ..protocol import CRASH_FILE, result_path
 from ..provenance import job_record, output_files, read_provenance, write_job_record
 from ..settings import BatchSettings
-from ..staging import StagedPath, Stager
-from ..status import JobState, JobStatus
 from .inputs import is_within
 from .jobs import SubmittedJob, nipype_result
 
@@ -62,10 +63,10 @@ class Collector:
     def _failure(self, job: SubmittedJob, status: JobStatus, node_raised: bool) -> list[str]:
         """The crash file's traceback: the node's own, or why the job left none; then the
         job's last log lines and, for a missing module, how to add it."""
-        result_file = os.path.join(job.node_dir, f"result_{job.node_name}.pklz")
+        result_file = result_path(job.node_dir, job.node_name)
         if node_raised:
             traceback = list(loadpkl(result_file).get("traceback") or [])
-            os.replace(result_file, os.path.join(job.node_dir, "crashstore.pklz"))
+            os.replace(result_file, os.path.join(job.node_dir, CRASH_FILE))
         else:
             where = f"s3://{self.stager.bucket}/{self.stager.key_for(job.node_dir)}/"
             traceback = [

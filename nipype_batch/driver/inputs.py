@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from ..staging import StagedPath, Stager, find_paths, paths_in_strings
+from ..aws.staging import StagedPath, Stager, find_paths, paths_in_strings
 
 # Paths in a command line under these belong to the tool's own installation, which its image
 # has at the same place: staging the driver's copy would replace it.

@@ -7,9 +7,9 @@ import time
 from collections import Counter
 from typing import Any
 
+from ..aws.status import JobState, JobStatus, next_poll_interval
 from ..journal import Journal
 from ..settings import BatchSettings
-from ..status import JobState, JobStatus, next_poll_interval
 from .jobs import SubmittedJob
 
 log = logging.getLogger("nipype_batch")

@@ -10,11 +10,12 @@ from typing import Any
 
 from nipype.pipeline.engine import MapNode
 
+from ..aws.staging import Stager
+from ..aws.status import JobState
 from ..journal import Journal
+from ..protocol import MAPFLOW, hash_file_name, result_file_name, result_path
 from ..provenance import read_provenance, write_collated
 from ..settings import BatchSettings
-from ..staging import Stager
-from ..status import JobState
 from .arrays import mapflow_parent
 from .jobs import SubmittedJob
 
@@ -56,7 +57,7 @@ class Resumer:
         """Fetch a successful result for these exact inputs from S3, if one was committed."""
         node_dir = node.output_dir()
         names = self._committed_names(node_dir)
-        if f"result_{node.name}.pklz" not in names or f"_0x{hashvalue}.json" not in names:
+        if result_file_name(node.name) not in names or hash_file_name(hashvalue) not in names:
             return False
         if not isinstance(node, MapNode):
             shutil.rmtree(node_dir, ignore_errors=True)
@@ -80,7 +81,7 @@ class Resumer:
         if parent is None:
             return {os.path.relpath(self.stager.path_for(key), node_dir)
                     for key, _size in self.stager.list_tree(node_dir)}
-        folder = os.path.join(parent, "mapflow")
+        folder = os.path.join(parent, MAPFLOW)
         if folder not in self._listings:
             by_subnode: dict[str, set[str]] = {}
             for key, _size in self.stager.list_tree(folder):
@@ -104,7 +105,7 @@ def collate_mapnode_here(node: Any) -> bool:
     if count < 2:
         return False
     subnodes = (sub for _index, sub in node._make_nodes(node.output_dir()))
-    if not all(os.path.exists(os.path.join(sub.output_dir(), f"result_{sub.name}.pklz"))
+    if not all(os.path.exists(result_path(sub.output_dir(), sub.name))
                for sub in subnodes):
         return False
     node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable

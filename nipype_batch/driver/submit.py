@@ -15,12 +15,12 @@ from typing import Any
 from nipype.pipeline.engine import MapNode
 from nipype.utils.filemanip import savepkl
 
-from ..batch_client import child_job_id, fits_overrides
+from ..aws.batch import child_job_id, fits_overrides
+from ..aws.staging import StagedPath
 from ..platforms import capability
 from ..protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV, JobPayload
 from ..resources import JobResources, fargate_fit, resources_for
 from ..settings import BatchSettings
-from ..staging import StagedPath
 from .arrays import array_job_name, group_for_arrays, mapflow_parent
 from .inputs import stage_inputs
 from .jobs import PreparedJob, SubmittedJob

@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..aws.status import JobState, JobStatus
 from ..platforms import Platform
 from ..report.cost import Prices, load_prices, significant, usage_cost
-from ..status import JobState, JobStatus
 from .jobs import SubmittedJob
 from .progress import StageRow, clock
 

@@ -2,10 +2,10 @@
 
 ``up`` creates, idempotently: a staging bucket (SSE-S3 encryption, public access blocked, a
 lifecycle rule expiring staging data), an ECR repository, the job role (least privilege, see
-:mod:`nipype_batch.iam`), the execution role (ECR pull and logs), the Batch service role, for EC2
-and Spot an instance role and its instance profile, a managed compute environment and a job
-queue; then it writes a named profile (:mod:`nipype_batch.profiles`). ``down`` removes them after
-confirmation, and refuses while jobs are in flight on the queue.
+:mod:`nipype_batch.aws.iam`), the execution role (ECR pull and logs), the Batch service role,
+for EC2 and Spot an instance role and its instance profile, a managed compute environment and a
+job queue; then it writes a named profile (:mod:`nipype_batch.profiles`). ``down`` removes them
+after confirmation, and refuses while jobs are in flight on the queue.
 
 Ownership is by tag: every resource carries ``nipype-batch:infra=NAME``. A resource that has a
 planned name but not that tag (made by hand, or by something else) is never changed nor deleted:

@@ -256,7 +256,7 @@ def connect_infra(spec: InfraSpec, *, local: bool = False, region: str | None = 
     region, endpoint_url, aws_profile
         Where on AWS (or an AWS-compatible emulator); the region defaults to boto3's.
     """
-    from ..retry_policy import client_config
+    from ..aws.session import client_config
 
     if local:
         from ..local import LocalStack

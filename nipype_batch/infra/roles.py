@@ -1,7 +1,7 @@
 """The IAM roles of an infra set, and the instance profile of EC2 and Spot compute.
 
 Each role trusts one service and has either AWS's managed policy for its job or, for the jobs
-themselves, the least-privilege inline policy of :mod:`nipype_batch.iam`.
+themselves, the least-privilege inline policy of :mod:`nipype_batch.aws.iam`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..aws.iam import job_role_policy
 from ..errors import InfrastructureError
-from ..iam import job_role_policy
 from .spec import Found, InfraSpec, Resource, error_code, tag_dict, tag_list
 
 INLINE_POLICY_NAME = "nipype-batch"

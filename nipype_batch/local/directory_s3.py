@@ -2,7 +2,7 @@
 
 The emulator's S3 answers a few hundred requests a second: enough for real workflows on the
 local stack, not for 10,000 jobs of about ten requests each in a test. This client implements
-the calls :class:`~nipype_batch.staging.Stager` and the runner make (same arguments, same
+the calls :class:`~nipype_batch.aws.staging.Stager` and the runner make (same arguments, same
 answers, same ``ClientError`` codes), storing each object as a file with its metadata beside
 it. Driver and worker processes share it through the filesystem. It skips botocore, so the
 driver's CPU measured against it leaves out botocore's own cost per S3 request; the benchmark
@@ -98,6 +98,12 @@ class DirectoryS3:
             raise _missing("GetObject", Key) from None
         size = os.fstat(body.fileno()).st_size
         return {"Body": body, "Metadata": metadata, "ContentLength": size}
+
+    def download_file(self, Bucket: str, Key: str, Filename: str, **_: Any) -> None:
+        # boto3's managed download: a HeadObject, then the object's bytes
+        self.head_object(Bucket=Bucket, Key=Key)
+        self._call("GetObject")
+        shutil.copyfile(self._paths(Bucket, Key)[0], Filename)
 
     def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         self._call("HeadObject")

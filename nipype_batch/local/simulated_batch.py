@@ -28,7 +28,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 
-from ..batch_client import ARRAY_MAX, ARRAY_MIN, DESCRIBE_CHUNK, OVERRIDES_LIMIT
+from ..aws.batch import ARRAY_MAX, ARRAY_MIN, DESCRIBE_CHUNK, OVERRIDES_LIMIT
 from ..protocol import ARRAY_INDEX_ENV
 
 ACCOUNT = "123456789012"
@@ -311,11 +311,11 @@ class SimulatedStack:
     def __init__(self, workers: int = 2, s3_directory: str | None = None) -> None:
         import boto3
 
-        from ..api_calls import ApiCallCounter
-        from ..batch_client import BatchClient
+        from ..aws.batch import BatchClient
+        from ..aws.session import ApiCallCounter
+        from ..aws.staging import Stager
         from ..cloud import Cloud
         from ..images.registries import PlainRegistry
-        from ..staging import Stager
         from .directory_s3 import DirectoryS3
         from .stack import THROWAWAY_KEY, _start_emulator
 

@@ -1,6 +1,9 @@
-"""The only module that speaks the AWS Batch (and CloudWatch Logs) API.
+"""The only module that speaks the AWS Batch and CloudWatch Logs APIs.
 
 Takes its boto3 clients from the caller, so the same code drives real AWS and the local stack.
+Jobs: definitions, submission, batched status, termination. Logs: one page of a job's log
+stream (the tail, or forward from a token). The preflight's questions about queues and compute
+environments are asked here too.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import BatchJobError
-from .protocol import EXIT_NODE_FAILED
-from .resources import JobResources
+from ..errors import BatchJobError
+from ..protocol import EXIT_NODE_FAILED
+from ..resources import JobResources
 from .status import JobStatus
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,14 @@ OVERRIDES_LIMIT = 8192  # characters of a job's containerOverrides that Batch ac
 def fits_overrides(resources: JobResources, environment: dict[str, str]) -> bool:
     """Whether a job's container overrides, as SubmitJob sends them, are within Batch's limit."""
     return len(json.dumps(container_overrides(resources, environment))) <= OVERRIDES_LIMIT
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Lines of a log stream, and the token to continue after them (None at a fresh start)."""
+
+    messages: list[str]
+    next_token: str | None
 
 
 class BatchClient:
@@ -208,12 +220,41 @@ class BatchClient:
         """Last ``lines`` lines of a job's log; empty if the stream is not (yet) there."""
         if not log_stream:
             return []
+        return self.log_page(log_stream, lines=lines).messages[-lines:]
+
+    def log_page(self, log_stream: str, token: str | None = None, lines: int = 40) -> LogPage:
+        """One page of a job's log: the last ``lines`` lines, or what follows ``token``.
+
+        A stream that does not exist (yet: it appears once the container starts) reads as an
+        empty page that keeps ``token``.
+        """
+        request: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": log_stream}
+        if token:
+            request.update(nextToken=token, startFromHead=True)
+        else:
+            request.update(limit=lines, startFromHead=False)
         try:
-            events = self.logs.get_log_events(
-                logGroupName=LOG_GROUP, logStreamName=log_stream, limit=lines,
-                startFromHead=False,
-            )["events"]
+            page = self.logs.get_log_events(**request)
         except ClientError as exc:
             log.debug("No log for stream %s: %s", log_stream, exc)
-            return []
-        return [event["message"] for event in events[-lines:]]
+            return LogPage([], token)
+        return LogPage([event["message"] for event in page["events"]],
+                       page.get("nextForwardToken") or token)
+
+    # ---- for the preflight ----------------------------------------------------------------
+
+    def describe_queue(self, queue: str) -> dict[str, Any] | None:
+        """DescribeJobQueues' entry for ``queue``, None if there is no such queue.
+
+        Errors (access denied, no network) raise botocore's exception for the caller to
+        report.
+        """
+        found = self.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+        return found[0] if found else None
+
+    def compute_environments(self, queue_info: dict[str, Any]) -> list[dict[str, Any]]:
+        """DescribeComputeEnvironments' entries for the environments a queue orders."""
+        order = [entry["computeEnvironment"]
+                 for entry in queue_info.get("computeEnvironmentOrder", [])]
+        return self.batch.describe_compute_environments(
+            computeEnvironments=order)["computeEnvironments"]

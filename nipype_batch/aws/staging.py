@@ -4,46 +4,39 @@ A file at ``/abs/path`` lives at ``s3://bucket/<prefix>/files/abs/path``. Nipype
 paths in results, hashes and inputs, so keeping them identical on both sides means nothing needs
 rewriting. Each object carries the file's mtime (nanoseconds) as metadata, restored on download,
 so Nipype's default size+mtime hash of a file is the same on the driver and in the job.
+
+The files of a directory move concurrently, each through boto3's managed transfer; the node's
+result file (its commit marker, :func:`~nipype_batch.protocol.is_result_file`) always moves
+alone, after every other file has arrived.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import shlex
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from boto3.exceptions import S3UploadFailedError
-from botocore.exceptions import ClientError
+from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import StagingError
+from ..errors import StagingError
+from ..protocol import PARTIAL_SUFFIX, is_bookkeeping, is_result_file
+from .bundles import pack_bookkeeping
 
 log = logging.getLogger(__name__)
 
 MTIME_META = "mtime-ns"
 SSE = "AES256"  # every staged object is encrypted at rest (S3-managed keys)
+WORKERS = 8  # files of one directory in flight at once
 _PATH_MAX = 4096
-
-# Files of a node directory the driver needs to continue the graph and to see the cache.
-BOOKKEEPING = ("result_*.pklz", "_0x*.json", "_inputs.pklz", "_node.pklz", "_report/*",
-               "_nipype_batch.json")
-
-
-def is_bookkeeping(relpath: str) -> bool:
-    """Whether a file of a node directory (relative path) is Nipype's or our bookkeeping."""
-    parts = relpath.split("/")
-    if len(parts) >= 3 and parts[0] == "mapflow":
-        relpath = "/".join(parts[2:])
-    return any(fnmatch.fnmatch(relpath, pattern) for pattern in BOOKKEEPING)
-
-
-def is_result_file(relpath: str) -> bool:
-    """The node's own result file: the commit marker, always moved last."""
-    return "/" not in relpath and fnmatch.fnmatch(relpath, "result_*.pklz")
+_T = TypeVar("_T")
 
 
 def find_paths(value: Any) -> set[str]:
@@ -109,14 +102,23 @@ class Stager:
         Pointed at real AWS or at the local stack; this class never builds clients.
     bucket, prefix : str
         Staging location (``prefix`` may be empty).
+    transfer_config : boto3.s3.transfer.TransferConfig, optional
+        Boto3's managed transfer: from ``multipart_threshold`` (8 MiB) on, a file moves in
+        parallel ranged parts, each retried on its own when its stream breaks.
+    workers : int
+        Files of a directory moved at once.
     """
 
-    def __init__(self, s3: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(self, s3: Any, bucket: str, prefix: str = "",
+                 transfer_config: TransferConfig | None = None, workers: int = WORKERS) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.transfer_config = transfer_config or TransferConfig()
+        self.workers = workers
         # (size, mtime_ns) of files known to be in S3, to skip re-uploads.
         self._known: dict[str, tuple[int, int]] = {}
+        self._counting = threading.Lock()  # files move on several threads
         self.bytes_up = 0
         self.bytes_down = 0
 
@@ -149,13 +151,14 @@ class Stager:
                 path, self.bucket, key,
                 ExtraArgs={"Metadata": {MTIME_META: str(st.st_mtime_ns)},
                            "ServerSideEncryption": SSE},
+                Config=self.transfer_config,
             )
         except (ClientError, S3UploadFailedError, OSError) as exc:
             raise StagingError(
                 f"could not upload {path} to s3://{self.bucket}/{key}: {exc}. Check that the "
                 "bucket exists and that your credentials may write to it."
             ) from exc
-        self.bytes_up += st.st_size
+        self._count(up=st.st_size)
         self._known[key] = stamp
 
     def holds(self, path: str) -> bool:
@@ -166,8 +169,7 @@ class Stager:
     def ensure_uploaded(self, path: str) -> None:
         """Upload a local file or directory tree unless S3 holds the same size and mtime."""
         if os.path.isdir(path):
-            for file_path in _walk_files(path):
-                self._ensure_file(file_path)
+            self._each(self._ensure_file, _walk_files(path))
         else:
             self._ensure_file(path)
 
@@ -203,12 +205,11 @@ class Stager:
                     f"could not delete {len(batch)} stale objects under "
                     f"s3://{self.bucket}/{self.key_for(root)}/: {exc}"
                 ) from exc
-        for file_path in files:
-            if bundle_key and is_result_file(os.path.relpath(file_path, root)):
-                from .bundles import pack_bookkeeping
-
-                self.put_bytes(bundle_key, pack_bookkeeping(root, files))
-                bundle_key = None
+        commits = [p for p in files if is_result_file(os.path.relpath(p, root))]
+        self._each(self.upload_file, files[:len(files) - len(commits)])
+        if bundle_key and commits:
+            self.put_bytes(bundle_key, pack_bookkeeping(root, files))
+        for file_path in commits:
             self.upload_file(file_path)
         return files
 
@@ -222,13 +223,17 @@ class Stager:
             return 1
         if staged.kind == "dir":  # an empty one too: Directory(exists=True) must hold here
             os.makedirs(staged.path, exist_ok=True)
-        count = 0
-        for key, _size in self.list_tree(staged.path):
-            count += self.download_file(key, self.path_for(key))
-        return count
+        keys = [key for key, _size in self.list_tree(staged.path)]
+        return sum(self._each(lambda key: self.download_file(key, self.path_for(key)), keys))
 
     def download_file(self, key: str, path: str, missing_ok: bool = True) -> bool:
-        """Download one object to ``path`` restoring its mtime; False if it does not exist."""
+        """Download one object to ``path`` restoring its mtime; False if it does not exist.
+
+        One GetObject brings the object's size and mtime and, for a small file, its bytes,
+        as it always has. A file of ``multipart_threshold`` or more leaves that stream after
+        its headers and comes through boto3's managed download instead (a HeadObject, then
+        parallel ranged GETs pinned to the object's ETag).
+        """
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -238,14 +243,24 @@ class Stager:
                 f"could not download s3://{self.bucket}/{key}: {exc}"
             ) from exc
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.nbpart"
-        with open(tmp, "wb") as out:
-            shutil.copyfileobj(obj["Body"], out, length=1 << 20)
+        tmp = path + PARTIAL_SUFFIX
+        size = obj.get("ContentLength", 0)
+        if size >= self.transfer_config.multipart_threshold:
+            obj["Body"].close()
+            try:
+                self.s3.download_file(self.bucket, key, tmp, Config=self.transfer_config)
+            except (ClientError, BotoCoreError, S3TransferFailedError) as exc:
+                raise StagingError(
+                    f"could not download s3://{self.bucket}/{key}: {exc}"
+                ) from exc
+        else:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(obj["Body"], out, length=1 << 20)
         os.replace(tmp, path)
         mtime = obj.get("Metadata", {}).get(MTIME_META)
         if mtime:
             os.utime(path, ns=(int(mtime), int(mtime)))
-        self.bytes_down += obj.get("ContentLength", 0)
+        self._count(down=size)
         st = os.stat(path)
         self._known[key] = (st.st_size, st.st_mtime_ns)
         return True
@@ -280,7 +295,10 @@ class Stager:
                 entries.append((is_result_file(rel), key))
         if not data_only and not any(is_result for is_result, _ in entries):
             return False
-        for _is_result, key in sorted(entries):
+        commits = [key for is_result, key in sorted(entries) if is_result]
+        self._each(lambda key: self.download_file(key, self.path_for(key), missing_ok=False),
+                   [key for is_result, key in sorted(entries) if not is_result])
+        for key in commits:
             self.download_file(key, self.path_for(key), missing_ok=False)
         return True
 
@@ -295,7 +313,7 @@ class Stager:
                 f"could not write s3://{self.bucket}/{key}: {exc}. Check that the bucket exists "
                 "and that your credentials may write to it."
             ) from exc
-        self.bytes_up += len(data)
+        self._count(up=len(data))
         return f"s3://{self.bucket}/{key}"
 
     def get_bytes(self, key: str, missing_ok: bool = False) -> bytes | None:
@@ -306,7 +324,7 @@ class Stager:
             if missing_ok and _is_not_found(exc):
                 return None
             raise StagingError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
-        self.bytes_down += len(data)
+        self._count(down=len(data))
         return data
 
     def _head(self, key: str) -> tuple[int, int] | None:
@@ -320,10 +338,31 @@ class Stager:
         return (head["ContentLength"], int(mtime)) if mtime else None
 
 
+    # ---- concurrency ----------------------------------------------------------------------
+
+    def _each(self, move: Callable[[str], _T], paths: Iterable[str]) -> list[_T]:
+        """``move`` each path or key on up to ``workers`` threads, in order of the results.
+
+        Every move ends before this returns; then the first error, if any, raises.
+        """
+        paths = list(paths)
+        if len(paths) < 2 or self.workers < 2:
+            return [move(path) for path in paths]
+        with ThreadPoolExecutor(min(self.workers, len(paths)),
+                                thread_name_prefix="nipype-batch-stage") as pool:
+            futures = [pool.submit(move, path) for path in paths]
+        return [future.result() for future in futures]
+
+    def _count(self, up: int = 0, down: int = 0) -> None:
+        with self._counting:
+            self.bytes_up += up
+            self.bytes_down += down
+
+
 def _walk_files(root: str) -> Iterator[str]:
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if not name.endswith(".nbpart"):
+            if not name.endswith(PARTIAL_SUFFIX):
                 yield os.path.join(dirpath, name)
 
 

@@ -13,7 +13,7 @@ import io
 import os
 import tarfile
 
-from .staging import is_bookkeeping, is_result_file
+from ..protocol import PARTIAL_SUFFIX, is_bookkeeping, is_result_file
 
 
 def pack_bookkeeping(node_dir: str, files: list[str]) -> bytes:
@@ -48,8 +48,8 @@ def unpack_bookkeeping(data: bytes, node_dir: str) -> bool:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             source = tar.extractfile(member)
             assert source is not None
-            with open(f"{target}.nbpart", "wb") as fh:
+            with open(target + PARTIAL_SUFFIX, "wb") as fh:
                 fh.write(source.read())
-            os.replace(f"{target}.nbpart", target)
+            os.replace(target + PARTIAL_SUFFIX, target)
             os.utime(target, (member.mtime, member.mtime))
     return True

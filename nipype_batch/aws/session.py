@@ -1,0 +1,103 @@
+"""Clients for one run: every one with the same retry policy, and every call counted.
+
+This module knows nothing of where the clients point. Real AWS opens a boto3 session
+(:func:`open_session`); the local stack builds its own clients on its emulator. Either way
+they go through a :class:`ClientFactory`, so the rest of the package cannot tell them apart.
+
+The retry policy: botocore's adaptive mode retries throttling and 5xx answers with exponential
+backoff and jitter, and slows the client down when the service throttles it, so a busy account
+makes a run slower, not failed. Errors that retrying cannot fix (access denied, a missing
+queue) still raise.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from botocore.config import Config
+
+from ..errors import ConfigurationError
+
+MAX_ATTEMPTS = 10
+# Connections each client keeps: a node directory's files move in parallel, and a large file
+# in ranged parts (see staging), more at once than botocore's default of 10.
+MAX_POOL_CONNECTIONS = 32
+
+
+def client_config(max_attempts: int = MAX_ATTEMPTS) -> Config:
+    """The botocore config every client of this package is built with."""
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        user_agent_extra="nipype-batch",
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+    )
+
+
+class ApiCallCounter:
+    """Attach to any number of boto3 clients; ``counts`` maps 'service.Operation' to calls."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def attach(self, client: Any) -> Any:
+        """Count every call ``client`` makes from now on; return the client."""
+        service = client.meta.service_model.service_name
+        client.meta.events.register(
+            f"before-call.{client.meta.service_model.service_id.hyphenize()}",
+            lambda model, **_: self.counts.update([f"{service}.{model.name}"]),
+        )
+        return client
+
+
+class ClientFactory:
+    """Makes the clients of one run, each with :func:`client_config` and counted.
+
+    Parameters
+    ----------
+    make : callable
+        ``make(service, config)`` returns a boto3 client: a session's ``client`` with an
+        endpoint (see :meth:`for_session`), or the local stack's.
+    max_attempts : int
+        Attempts per call, for the retry policy.
+    counter : ApiCallCounter, optional
+        Where calls are counted (a new one if not given).
+    """
+
+    def __init__(self, make: Callable[[str, Config], Any], max_attempts: int = MAX_ATTEMPTS,
+                 counter: ApiCallCounter | None = None) -> None:
+        self._make = make
+        self.max_attempts = max_attempts
+        self.counter = counter or ApiCallCounter()
+
+    @classmethod
+    def for_session(cls, session: Any, endpoint_url: str | None = None,
+                    max_attempts: int = MAX_ATTEMPTS) -> ClientFactory:
+        """Clients of a boto3 session, at ``endpoint_url`` if one is given."""
+        return cls(lambda service, config: session.client(
+            service, endpoint_url=endpoint_url, config=config), max_attempts)
+
+    def __call__(self, service: str) -> Any:
+        """A new, counted client for ``service``."""
+        return self.counter.attach(self._make(service, client_config(self.max_attempts)))
+
+
+def open_session(profile: str | None, region: str | None) -> Any:
+    """A boto3 session for a named profile and region; errors say how to fix the settings."""
+    import boto3
+
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot open AWS profile {profile!r}: {exc}. List yours with "
+            "`aws configure list-profiles`, or leave aws_profile unset."
+        ) from exc
+    if not session.region_name:
+        raise ConfigurationError(
+            "no AWS region: set plugin_args={'region': 'us-east-1'} (or $AWS_DEFAULT_REGION)."
+        )
+    return session
