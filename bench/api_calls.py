@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from examples.scale.workflows import independent_workflow, mapnode_workflow
-from nipype_batch.local.simulated_batch import SimulatedStack
+from nipype_batch.simulated import SimulatedStack
 
 
 def counted_run(build, n: int) -> tuple[dict[str, int], float, int]:

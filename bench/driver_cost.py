@@ -41,7 +41,7 @@ def measure(mode: str, n: int) -> dict:
             wf.run(plugin="Linear")
             s3_calls = 0
         else:
-            from nipype_batch.local.simulated_batch import SimulatedStack
+            from nipype_batch.simulated import SimulatedStack
 
             stack = SimulatedStack(workers=2, s3_directory=f"{tmp}/s3")
             try:

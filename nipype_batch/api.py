@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cloud import connect
+from .backend import connect
 from .driver.images import JobImages
 from .images.publish import PublishedImage
 from .resources import runs_on_driver

@@ -92,7 +92,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .cloud import connect
+    from .backend import connect
     from .images.build import ensure_base_image
     from .images.docker import connect_docker
     from .images.plan import plan_images
@@ -170,7 +170,7 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def _journalled(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
-    from .cloud import connect
+    from .backend import connect
     from .journal import Journal
     from .settings import BatchSettings
 
@@ -287,7 +287,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-    from .cloud import connect
+    from .backend import connect
     from .settings import BatchSettings
 
     return connect(BatchSettings.from_plugin_args(

@@ -1,8 +1,9 @@
-"""Connect settings to a cloud: real AWS, or the local stack standing in for it.
+"""The clients and resources a run uses (:class:`Cloud`), and how an AWS account gives them.
 
-Everything after this point uses the same clients and code on both; only who provides the
-endpoint, queue, bucket and registry differs. The AWS code (:mod:`nipype_batch.aws`) is
-handed its clients and knows of no local stack.
+The local stack builds the same :class:`Cloud` on its emulator (:mod:`nipype_batch.local.cloud`);
+:mod:`nipype_batch.backend` picks one. Everything after that point uses the same clients and
+code on both. The AWS code (:mod:`nipype_batch.aws`) is handed its clients and knows of no
+local stack.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .aws.batch import BatchClient
 from .aws.session import ApiCallCounter, ClientFactory, open_session
 from .aws.staging import Stager
 from .images.build import DEFAULT_BASE_IMAGE
-from .images.registries import EcrRegistry, PlainRegistry, Registry
+from .images.registries import EcrRegistry, Registry
 from .protocol import ENDPOINT_ENV
 from .settings import BatchSettings
 
@@ -51,10 +52,8 @@ class Cloud:
         return self._docker
 
 
-def connect(settings: BatchSettings) -> Cloud:
-    """Build the :class:`Cloud` for ``settings`` (starting the local stack if asked for)."""
-    if settings.backend == "local":
-        return _connect_local(settings)
+def connect_aws(settings: BatchSettings) -> Cloud:
+    """The :class:`Cloud` of an AWS account, as ``settings`` name it."""
     session = open_session(settings.aws_profile, settings.region)
     client = ClientFactory.for_session(session, settings.endpoint_url, settings.aws_max_attempts)
     bucket, prefix = settings.bucket_and_prefix()
@@ -68,30 +67,4 @@ def connect(settings: BatchSettings) -> Cloud:
         job_environment=env,
         base_image=settings.base_image or DEFAULT_BASE_IMAGE,
         api_calls=client.counter,
-    )
-
-
-def _connect_local(settings: BatchSettings) -> Cloud:
-    """The local stack's clients (it builds them on its emulator), queue, bucket, registry."""
-    from .local import LocalStack
-
-    stack = LocalStack.get()
-    client = ClientFactory(lambda service, config: stack.client(service, config=config),
-                           settings.aws_max_attempts)
-    bucket, prefix = (settings.bucket_and_prefix() if settings.bucket else (stack.bucket, ""))
-    stack.ensure_bucket(bucket)
-    queue = settings.job_queue or stack.job_queue
-    stack.ensure_queue(queue)
-    return Cloud(
-        batch=BatchClient(client("batch"), client("logs")),
-        stager=Stager(client("s3"), bucket, prefix),
-        job_queue=queue,
-        registry=PlainRegistry(stack.registry_address),
-        sts=client("sts"),
-        job_environment=stack.job_environment(),
-        job_name_prefix=stack.job_name_prefix,
-        base_image=settings.base_image or DEFAULT_BASE_IMAGE,
-        api_calls=client.counter,
-        ensure_queue=stack.ensure_queue,
-        _docker=stack.docker,
     )

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from nipype.pipeline.plugins.base import DistributedPluginBase
 
-from .cloud import Cloud, connect
+from .backend import connect
+from .cloud import Cloud
 from .driver.collect import Collector
 from .driver.images import JobImages
 from .driver.jobs import nipype_result

@@ -31,7 +31,7 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 1; }
 fi
 
-if ! "$PY" -c "import nipype_batch, moto, pytest, dipy, matplotlib, rich, sys; sys.version_info >= (3, 12) or __import__('boto')" >/dev/null 2>&1; then
+if ! "$PY" -c "import nipype_batch, moto, pytest, dipy, matplotlib, rich, importlinter, sys; sys.version_info >= (3, 12) or __import__('boto')" >/dev/null 2>&1; then
   echo "bootstrap: installing nipype-batch with its test extras"
   "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 fi

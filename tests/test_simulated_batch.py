@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from nipype import Workflow
 
 from examples.scale.workflows import double, mapnode_workflow
-from nipype_batch.local.simulated_batch import SimulatedStack
+from nipype_batch.simulated import SimulatedStack
 from tests.helpers import assert_same_tree, node_dirs
 
 pytestmark = pytest.mark.simulated
