@@ -22,24 +22,15 @@ from nipype.pipeline.plugins.base import DistributedPluginBase
 
 from .backend import connect
 from .cloud import Cloud
-from .driver.collect import Collector
 from .driver.images import JobImages
 from .driver.jobs import nipype_result
-from .driver.poll import JobsInFlight
+from .driver.parts import RunParts
 from .driver.progress import Progress, Snapshot
-from .driver.resume import Resumer, collate_mapnode_here
-from .driver.run_log import (
-    LOG_NAME,
-    RunLog,
-    hold_nipype_records,
-    show_our_log,
-    start_run_log,
-)
-from .driver.submit import Submitter
-from .driver.view import NodeState, RunCost, stage_rows, summary_lines
+from .driver.resume import collate_mapnode_here
+from .driver.run_log import LOG_NAME, RunLog, hold_nipype_records, show_our_log, start_run_log
+from .driver.view import NodeState, RunCost, stage_rows, summary_lines, write_run_report
 from .errors import BatchJobError
 from .images.publish import PublishedImage
-from .journal import Journal
 from .platforms import PLATFORMS
 from .preflight import preflight
 from .resources import resources_for, runs_on_driver
@@ -71,11 +62,7 @@ class BatchPlugin(DistributedPluginBase):
         self._reset_run_state()
 
     def _reset_run_state(self) -> None:
-        self._journal = Journal(tempfile.gettempdir())
-        self._flight = JobsInFlight(None, self.settings, self._journal)
-        self._submitter: Submitter | None = None
-        self._resumer: Resumer | None = None
-        self._collector: Collector | None = None
+        self._parts = RunParts(self.settings)
         self._cost = RunCost(PLATFORMS[self.settings.platform])
         self._done_here: set[int] = set()  # collated on the driver, or recovered from S3
         self._local_failures: dict[int, list[str]] = {}
@@ -119,16 +106,16 @@ class BatchPlugin(DistributedPluginBase):
 
     @property
     def submitted_job_ids(self) -> list[str]:
-        return self._flight.submitted_job_ids
+        return self._parts.flight.submitted_job_ids
 
     @property
     def array_job_ids(self) -> list[str]:
-        return self._flight.array_job_ids
+        return self._parts.flight.array_job_ids
 
     @property
     def poll_count(self) -> int:
         """Status polls (each one DescribeJobs per 100 jobs or arrays)."""
-        return self._flight.polls
+        return self._parts.flight.polls
 
     # ---- the run --------------------------------------------------------------------------
 
@@ -147,7 +134,7 @@ class BatchPlugin(DistributedPluginBase):
         try:
             return super().run(graph, config, updatehash=updatehash)
         finally:
-            self._flight.cancel(self.run_id)
+            self._parts.flight.cancel(self.run_id)
             if self._held_records is not None:  # the run ended before its first check
                 self._held_records.hand_over()
                 self._held_records = None
@@ -173,12 +160,7 @@ class BatchPlugin(DistributedPluginBase):
         if not job_nodes:
             return
         cloud, settings = self.cloud, self.settings
-        self._journal = Journal(job_nodes[0].base_dir or tempfile.gettempdir())
-        self._flight = JobsInFlight(cloud.batch, settings, self._journal)
-        self._submitter = Submitter(cloud, settings, self.run_id, self.images.image_for,
-                                    self._flight)
-        self._resumer = Resumer(cloud.batch, cloud.stager, settings, self._journal)
-        self._collector = Collector(cloud.batch, cloud.stager, settings)
+        self._parts.wire(cloud, settings, self.run_id, self.images, job_nodes[0].base_dir)
         for queue in sorted({resources_for(n, settings).job_queue or cloud.job_queue
                              for n in job_nodes}):
             cloud.ensure_queue(queue)
@@ -188,27 +170,16 @@ class BatchPlugin(DistributedPluginBase):
         self.images.publish(job_nodes, plan)
 
     def _write_report(self) -> str | None:
-        """The run report next to the workflow; a failure here never hides the run's own."""
         if not self.settings.report or not (self.submitted_job_ids or self.resumed_job_ids):
             return None
-        try:
-            from .report import write_report
-
-            tails = self._collector.log_tails if self._collector else {}
-            platform = PLATFORMS[self.settings.platform]
-            paths = write_report(self._journal.directory.parent.parent, log_tails=tails,
-                                 platform=platform.capability, spot=platform.spot)
-            log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
-            return str(paths.html)
-        except Exception as exc:
-            log.warning("Could not write the run report: %s", exc)
-            return None
+        return write_run_report(self._parts.work_dir, self._parts.log_tails,
+                                PLATFORMS[self.settings.platform])
 
     def _summary(self, report: str | None) -> list[str]:
         """What the run leaves on screen when it ends: outcome, crash files, report, cost."""
         if self.procs is None:
             return []
-        cost = self._cost.so_far(self._flight.jobs.values(), self._flight.statuses)
+        cost = self._cost.so_far(self._parts.flight.jobs.values(), self._parts.flight.statuses)
         return summary_lines(stage_rows(self._node_states()), self._crash_files,
                              len(self.submitted_job_ids), time.monotonic() - self._started,
                              report, f"{cost} ({self._cost.note()})" if cost else None)
@@ -222,20 +193,20 @@ class BatchPlugin(DistributedPluginBase):
         # for the next status poll here: each pass of Nipype's loop walks every pending task
         # and the whole dependency matrix, most of the driver's CPU at 10,000 jobs.
         if not self._graph_changed:
-            delay = self._flight.next_poll - time.monotonic()
-            if self._flight.jobs and delay > 0:
+            delay = self._parts.flight.next_poll - time.monotonic()
+            if self._parts.flight.jobs and delay > 0:
                 time.sleep(delay)
             return
         self._graph_changed = False
-        if self._collector is not None:
+        if self._parts.collector is not None:
             for jobid in np.nonzero(~self.proc_done & (self.depidx.sum(0) == 0))[1]:
-                self._collector.materialise_upstream(self.procs[jobid])
+                self._parts.collector.materialise_upstream(self.procs[jobid])
         try:
             super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
         finally:
             # Everything made ready in this pass goes out now, siblings as one array job.
-            if self._submitter is not None:
-                self._local_failures.update(self._submitter.flush())
+            if self._parts.submitter is not None:
+                self._local_failures.update(self._parts.submitter.flush())
 
     def _submit_job(self, node: Any, updatehash: bool = False) -> int:
         taskid = self._next_taskid
@@ -247,14 +218,14 @@ class BatchPlugin(DistributedPluginBase):
             if collate_mapnode_here(node):
                 self._done_here.add(taskid)
                 return taskid
-            job = self._resumer.job_in_flight(node, hashvalue)
+            job = self._parts.resumer.job_in_flight(node, hashvalue)
             if job is not None:
-                self._flight.track(taskid, job, submitted=False)
+                self._parts.flight.track(taskid, job, submitted=False)
                 self.resumed_job_ids.append(job.job_id)
-            elif self._resumer.fetch_committed(node, hashvalue):
+            elif self._parts.resumer.fetch_committed(node, hashvalue):
                 self._done_here.add(taskid)
             else:
-                self._submitter.prepare(node, updatehash, taskid, hashvalue)
+                self._parts.submitter.prepare(node, updatehash, taskid, hashvalue)
         except Exception:
             self._local_failures[taskid] = format_exception(*sys.exc_info())
         return taskid
@@ -264,9 +235,9 @@ class BatchPlugin(DistributedPluginBase):
             return nipype_result()
         if taskid in self._local_failures:
             return nipype_result(self._local_failures[taskid], here=True)
-        if self._flight.due():  # one batched poll for every job in flight
+        if self._parts.flight.due():  # one batched poll for every job in flight
             try:
-                states = self._flight.refresh()
+                states = self._parts.flight.refresh()
             except BatchJobError as exc:
                 # Not a node's failure: no job's state is known. End the run (raised from
                 # _send_procs_to_workers, which Nipype does not catch) rather than crash nodes.
@@ -274,12 +245,12 @@ class BatchPlugin(DistributedPluginBase):
                 return None
             self._show(states)
         try:
-            status = self._flight.finished_status(taskid)
+            status = self._parts.flight.finished_status(taskid)
             if status is None:
                 return None
-            job = self._flight.jobs[taskid]
+            job = self._parts.flight.jobs[taskid]
             self._cost.add_collected(job, status)
-            return self._collector.collect(job, status)
+            return self._parts.collector.collect(job, status)
         except Exception:
             return nipype_result(format_exception(*sys.exc_info()), here=True)
 
@@ -288,7 +259,7 @@ class BatchPlugin(DistributedPluginBase):
         super()._task_finished_cb(jobid, cached=cached)
 
     def _clear_task(self, taskid: int) -> None:
-        self._flight.forget(taskid)
+        self._parts.flight.forget(taskid)
         self._done_here.discard(taskid)
         self._local_failures.pop(taskid, None)
 
@@ -315,12 +286,12 @@ class BatchPlugin(DistributedPluginBase):
         self._progress.update(Snapshot.of(
             stage_rows(self._node_states()), {s.value: n for s, n in states.items()},
             time.monotonic() - self._started,
-            self._cost.so_far(self._flight.jobs.values(), self._flight.statuses)))
+            self._cost.so_far(self._parts.flight.jobs.values(), self._parts.flight.statuses)))
 
     def _node_states(self) -> list[NodeState]:
         """Every node of the graph with its stage, and its job's state while one runs.
         Nipype pops pending tasks while it asks for results, so jobs are found by directory."""
-        job_states = self._flight.states_by_dir()
+        job_states = self._parts.flight.states_by_dir()
         parents = set(self.mapnodesubids.values())
         nodes = []
         for jobid, node in enumerate(self.procs):

@@ -1,7 +1,9 @@
-"""What the progress view counts: nodes by stage, and the cost of the jobs so far."""
+"""What a run shows: nodes by stage, the cost of the jobs so far, the summary and report
+it leaves when it ends."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -12,6 +14,8 @@ from ..platforms import Platform
 from ..report.cost import Prices, load_prices, significant, usage_cost
 from .jobs import SubmittedJob
 from .progress import StageRow, clock
+
+log = logging.getLogger("nipype_batch")
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,18 @@ def summary_lines(rows: list[StageRow], crash_files: list[tuple[str, str]], subm
     if cost:
         lines.append(f"  estimated cost: {cost}")
     return lines
+
+
+def write_run_report(work_dir: str, log_tails: dict[str, list[str]],
+                     platform: Platform) -> str | None:
+    """The run report next to the workflow; a failure here never hides the run's own."""
+    try:
+        from ..report import write_report
+
+        paths = write_report(work_dir, log_tails=log_tails, platform=platform.capability,
+                             spot=platform.spot)
+        log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
+        return str(paths.html)
+    except Exception as exc:
+        log.warning("Could not write the run report: %s", exc)
+        return None
