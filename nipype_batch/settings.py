@@ -34,8 +34,8 @@ FOREIGN_KEYS = {
 }
 
 
-def _meta(help_text: str, env: str | None = None) -> dict[str, Any]:
-    return {"help": help_text, "env_var": env}
+def _meta(help_text: str) -> dict[str, Any]:
+    return {"help": help_text}
 
 
 @dataclass
@@ -56,8 +56,7 @@ class BatchSettings:
         default=None,
         metadata=_meta(
             "'local' runs on the emulated stack on this machine; 'aws' on real AWS Batch. "
-            "Default: 'aws' when job_queue or bucket is given, else 'local'.",
-            BACKEND_ENV,
+            "Default: 'aws' when job_queue or bucket is given, else 'local'."
         ),
     )
     job_queue: str | None = field(
@@ -69,10 +68,10 @@ class BatchSettings:
     )
     region: str | None = field(
         default=None,
-        metadata=_meta("AWS region; default from the AWS config/env.", "AWS_DEFAULT_REGION"),
+        metadata=_meta("AWS region; default from the AWS config/env."),
     )
     aws_profile: str | None = field(
-        default=None, metadata=_meta("Named AWS profile for credentials.", "AWS_PROFILE")
+        default=None, metadata=_meta("Named AWS profile for credentials.")
     )
     endpoint_url: str | None = field(
         default=None,
