@@ -6,16 +6,18 @@ anything is submitted.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, closest_key, unknown_key_message
 from .settings import BatchSettings, check_resources
 
 NODE_KEYS = {"vcpus", "memory_mb", "gpus", "timeout_s", "attempts", "job_queue", "image",
              "base_image", "run_on_driver", "overwrite"}
+# How close a node key must be to one of ours to be taken for a typo of it rather than another
+# plugin's key (difflib's ratio; 'vcpu' is, 'qsub_args' is not).
+NEAR_MISS = 0.75
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,10 @@ def node_plugin_args(node: Any) -> dict[str, Any]:
     for key, value in args.items():
         if key in NODE_KEYS:
             ours[key] = value
-            continue
-        close = difflib.get_close_matches(key, sorted(NODE_KEYS), n=1, cutoff=0.75)
-        if close:
-            raise ConfigurationError(
-                f"node {node.fullname!r}: plugin_args key {key!r} is not known. "
-                f"Did you mean {close[0]!r}?"
-            )
+        elif closest_key(key, NODE_KEYS, NEAR_MISS):
+            raise ConfigurationError(unknown_key_message(
+                key, NODE_KEYS, f"node {node.fullname!r}: plugin_args", cutoff=NEAR_MISS,
+                list_known=False))
     check_resources(ours, where=f"node {node.fullname!r} plugin_args")
     return ours
 

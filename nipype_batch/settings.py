@@ -6,13 +6,12 @@ overrides (``node.plugin_args``) are resolved in :mod:`nipype_batch.resources`.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, unknown_key_message
 from .platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
@@ -344,13 +343,6 @@ def check_resources(values: dict[str, Any], where: str) -> None:
             f"{where} timeout_s={timeout!r} must be a whole number of seconds >= 60 "
             "(AWS Batch's shortest attempt timeout)."
         )
-
-
-def unknown_key_message(key: str, known: set[str], where: str) -> str:
-    """Say that ``key`` is unknown, suggesting the closest known key if there is one."""
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{where} key {key!r} is not known.{hint} Known keys: {', '.join(sorted(known))}."
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
