@@ -1,7 +1,8 @@
 """Plugin settings: one typed object, validated at construction, defaults in one place.
 
 Every field carries a one-line ``help`` that the docs and error messages reuse. Node-level
-overrides (``node.plugin_args``) are resolved in :mod:`nipype_batch.resources`.
+overrides (``node.plugin_args``) are defined and resolved in :mod:`nipype_batch.resources`,
+whose checks also apply to the settings of the same names (``vcpus``, ``attempts``...).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 from .errors import ConfigurationError, unknown_key_message
 from .platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS
+from .resources import NODE_OPTIONS, check_option_values
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
 Backend = Literal["local", "aws"]
@@ -249,11 +251,9 @@ class BatchSettings:
             raise ConfigurationError(
                 f"bucket={self.bucket!r} must be an S3 URI such as 's3://my-bucket/prefix'."
             )
-        check_resources(
-            {"vcpus": self.vcpus, "memory_mb": self.memory_mb, "gpus": self.gpus,
-             "timeout_s": self.timeout_s, "attempts": self.attempts},
-            where="plugin_args",
-        )
+        # the defaults of the node options of the same names, checked as those are
+        check_option_values({option.name: getattr(self, option.name, None)
+                             for option in NODE_OPTIONS}, where="plugin_args")
         if (isinstance(self.aws_max_attempts, bool) or not isinstance(self.aws_max_attempts, int)
                 or not 1 <= self.aws_max_attempts <= 50):
             raise ConfigurationError(
@@ -314,35 +314,6 @@ class BatchSettings:
         rest = self.bucket[len("s3://") :]
         name, _, prefix = rest.partition("/")
         return name, prefix.strip("/")
-
-
-def check_resources(values: dict[str, Any], where: str) -> None:
-    """Validate resource values shared by plugin-level and node-level settings."""
-    for key in ("vcpus", "memory_mb", "gpus"):
-        value = values.get(key)
-        if value is None:
-            continue
-        least = 0 if key == "gpus" else (4 if key == "memory_mb" else 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigurationError(
-                f"{where} {key}={value!r} must be a whole number >= {least}."
-            )
-    attempts = values.get("attempts")
-    if attempts is not None and (
-        isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10
-    ):
-        raise ConfigurationError(
-            f"{where} attempts={attempts!r} must be a whole number from 1 to 10 (AWS Batch's "
-            "retry limits); 1 means no retry."
-        )
-    timeout = values.get("timeout_s")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 60
-    ):
-        raise ConfigurationError(
-            f"{where} timeout_s={timeout!r} must be a whole number of seconds >= 60 "
-            "(AWS Batch's shortest attempt timeout)."
-        )
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
