@@ -1,5 +1,8 @@
 """Errors raised by nipype-batch: each names the resource, the problem and the fix."""
 
+import difflib
+from collections.abc import Collection
+
 
 class NipypeBatchError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -27,3 +30,21 @@ class BatchJobError(NipypeBatchError):
 
 class InfrastructureError(NipypeBatchError):
     """``nipype-batch infra`` cannot make, show or remove the resources a run needs."""
+
+
+def closest_key(key: str, known: Collection[str], cutoff: float = 0.6) -> str | None:
+    """The known key that ``key`` most likely misspells, if one is close enough (difflib)."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def unknown_key_message(key: str, known: Collection[str], where: str, *, cutoff: float = 0.6,
+                        list_known: bool = True) -> str:
+    """Say that ``key`` is unknown in ``where``, suggesting the closest known key if any.
+
+    Every "did you mean" of the package (plugin-level and node-level keys) is worded here.
+    """
+    close = closest_key(key, known, cutoff)
+    hint = f" Did you mean {close!r}?" if close else ""
+    listed = f" Known keys: {', '.join(sorted(known))}." if list_known else ""
+    return f"{where} key {key!r} is not known.{hint}{listed}"

@@ -1,8 +1,9 @@
-"""A job's log in CloudWatch (group ``/aws/batch/job``), found by node or job id: tail or follow.
+"""A job's log in CloudWatch, found by node or job id: tail or follow.
 
 Finding the job needs no AWS: finished nodes name theirs in ``_nipype_batch.json``, jobs in
 flight are in the work directory's journal. Reading goes through a :class:`BatchClient` (the
 job's state, its log stream, pages of it), so it runs against AWS and the local stack alike.
+The log group is Batch's default, :data:`~nipype_batch.aws.batch.LOG_GROUP`.
 """
 
 from __future__ import annotations

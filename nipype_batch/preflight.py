@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from .aws.batch import BatchClient
+from .aws.session import no_credentials_message
 from .errors import ConfigurationError
 from .resources import JobResources, resources_for
 from .settings import BatchSettings
@@ -55,9 +56,7 @@ def check_credentials(sts: Any) -> Check:
     try:
         who = sts.get_caller_identity()
     except NoCredentialsError:
-        return Check("credentials", False,
-                     "no AWS credentials found. Run `aws configure` (or set AWS_PROFILE, or "
-                     "plugin_args={'aws_profile': ...}).")
+        return Check("credentials", False, no_credentials_message())
     except ClientError as exc:
         return Check("credentials", False, f"AWS refused the credentials ({_error_text(exc)}). "
                      "Check the profile and that the keys are not expired.")

@@ -1,19 +1,20 @@
 """Plugin settings: one typed object, validated at construction, defaults in one place.
 
 Every field carries a one-line ``help`` that the docs and error messages reuse. Node-level
-overrides (``node.plugin_args``) are resolved in :mod:`nipype_batch.resources`.
+overrides (``node.plugin_args``) are defined and resolved in :mod:`nipype_batch.resources`,
+whose checks also apply to the settings of the same names (``vcpus``, ``attempts``...).
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, unknown_key_message
 from .platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS
+from .resources import NODE_OPTIONS, check_option_values
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
 Backend = Literal["local", "aws"]
@@ -34,8 +35,8 @@ FOREIGN_KEYS = {
 }
 
 
-def _meta(help_text: str, env: str | None = None) -> dict[str, Any]:
-    return {"help": help_text, "env_var": env}
+def _meta(help_text: str) -> dict[str, Any]:
+    return {"help": help_text}
 
 
 @dataclass
@@ -56,8 +57,7 @@ class BatchSettings:
         default=None,
         metadata=_meta(
             "'local' runs on the emulated stack on this machine; 'aws' on real AWS Batch. "
-            "Default: 'aws' when job_queue or bucket is given, else 'local'.",
-            BACKEND_ENV,
+            "Default: 'aws' when job_queue or bucket is given, else 'local'."
         ),
     )
     job_queue: str | None = field(
@@ -69,10 +69,10 @@ class BatchSettings:
     )
     region: str | None = field(
         default=None,
-        metadata=_meta("AWS region; default from the AWS config/env.", "AWS_DEFAULT_REGION"),
+        metadata=_meta("AWS region; default from the AWS config/env."),
     )
     aws_profile: str | None = field(
-        default=None, metadata=_meta("Named AWS profile for credentials.", "AWS_PROFILE")
+        default=None, metadata=_meta("Named AWS profile for credentials.")
     )
     endpoint_url: str | None = field(
         default=None,
@@ -251,11 +251,9 @@ class BatchSettings:
             raise ConfigurationError(
                 f"bucket={self.bucket!r} must be an S3 URI such as 's3://my-bucket/prefix'."
             )
-        check_resources(
-            {"vcpus": self.vcpus, "memory_mb": self.memory_mb, "gpus": self.gpus,
-             "timeout_s": self.timeout_s, "attempts": self.attempts},
-            where="plugin_args",
-        )
+        # the defaults of the node options of the same names, checked as those are
+        check_option_values({option.name: getattr(self, option.name, None)
+                             for option in NODE_OPTIONS}, where="plugin_args")
         if (isinstance(self.aws_max_attempts, bool) or not isinstance(self.aws_max_attempts, int)
                 or not 1 <= self.aws_max_attempts <= 50):
             raise ConfigurationError(
@@ -316,42 +314,6 @@ class BatchSettings:
         rest = self.bucket[len("s3://") :]
         name, _, prefix = rest.partition("/")
         return name, prefix.strip("/")
-
-
-def check_resources(values: dict[str, Any], where: str) -> None:
-    """Validate resource values shared by plugin-level and node-level settings."""
-    for key in ("vcpus", "memory_mb", "gpus"):
-        value = values.get(key)
-        if value is None:
-            continue
-        least = 0 if key == "gpus" else (4 if key == "memory_mb" else 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigurationError(
-                f"{where} {key}={value!r} must be a whole number >= {least}."
-            )
-    attempts = values.get("attempts")
-    if attempts is not None and (
-        isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10
-    ):
-        raise ConfigurationError(
-            f"{where} attempts={attempts!r} must be a whole number from 1 to 10 (AWS Batch's "
-            "retry limits); 1 means no retry."
-        )
-    timeout = values.get("timeout_s")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 60
-    ):
-        raise ConfigurationError(
-            f"{where} timeout_s={timeout!r} must be a whole number of seconds >= 60 "
-            "(AWS Batch's shortest attempt timeout)."
-        )
-
-
-def unknown_key_message(key: str, known: set[str], where: str) -> str:
-    """Say that ``key`` is unknown, suggesting the closest known key if there is one."""
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{where} key {key!r} is not known.{hint} Known keys: {', '.join(sorted(known))}."
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

@@ -7,7 +7,13 @@ import pytest
 from nipype.interfaces.utility import Function, IdentityInterface
 
 from nipype_batch.errors import ConfigurationError
-from nipype_batch.resources import JobResources, node_plugin_args, resources_for
+from nipype_batch.resources import (
+    NODE_OPTIONS,
+    JobResources,
+    describe_node_options,
+    node_plugin_args,
+    resources_for,
+)
 from nipype_batch.settings import BatchSettings
 
 
@@ -146,3 +152,32 @@ def test_node_name_in_workflow_is_the_full_name(settings: BatchSettings) -> None
     node.plugin_args = {"vcpus": -2}
     with pytest.raises(ConfigurationError, match=r"node 'preproc\.inner' plugin_args vcpus=-2"):
         resources_for(node, settings)
+
+
+def test_node_options_and_job_resources_name_the_same_fields() -> None:
+    # a new per-node option becomes a JobResources field (or says job_field=False)
+    job_options = {option.name for option in NODE_OPTIONS if option.job_field}
+    assert job_options == set(JobResources.__dataclass_fields__)
+
+
+def test_node_options_without_own_default_have_a_setting_of_their_name() -> None:
+    settings_fields = set(BatchSettings.__dataclass_fields__)
+    for option in NODE_OPTIONS:
+        if option.job_field and option.default is None:
+            assert option.name in settings_fields, option.name
+
+
+def test_readme_names_every_node_option() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    paragraph = readme[readme.index("Per node, `node.plugin_args` may set"):]
+    paragraph = paragraph[: paragraph.index("\n\n")]
+    for option in NODE_OPTIONS:
+        assert f"`{option.name}`" in paragraph, option.name
+
+
+def test_describe_node_options_covers_every_key_with_help() -> None:
+    rows = describe_node_options()
+    assert [name for name, _ in rows] == [option.name for option in NODE_OPTIONS]
+    assert all(text for _, text in rows)

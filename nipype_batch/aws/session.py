@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.config import Config
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InfrastructureError, NipypeBatchError
 
 MAX_ATTEMPTS = 10
 # Connections each client keeps: a node directory's files move in parallel, and a large file
@@ -85,19 +86,49 @@ class ClientFactory:
         return self.counter.attach(self._make(service, client_config(self.max_attempts)))
 
 
-def open_session(profile: str | None, region: str | None) -> Any:
+@dataclass(frozen=True)
+class SessionHints:
+    """How the user of one entry point gives what a session needs: the fixes its errors name.
+
+    The wording of every session, region and credentials error is here; each entry point
+    (``plugin_args``, the command line) only says how its user sets a region or a profile.
+    """
+
+    error: type[NipypeBatchError]
+    set_region: str  # e.g. "set plugin_args={'region': 'us-east-1'}"
+    profile_fix: str = ""  # what to do besides listing the profiles
+    credentials_fix: str = ""  # where else credentials can come from
+
+
+PLUGIN_ARGS = SessionHints(
+    ConfigurationError,
+    set_region="set plugin_args={'region': 'us-east-1'} (or $AWS_DEFAULT_REGION)",
+    profile_fix=", or leave aws_profile unset",
+    credentials_fix=", or plugin_args={'aws_profile': ...}",
+)
+COMMAND_LINE = SessionHints(
+    InfrastructureError, set_region="pass --region us-east-1 (or set $AWS_DEFAULT_REGION)"
+)
+
+
+def no_credentials_message(hints: SessionHints = PLUGIN_ARGS) -> str:
+    """What to say when boto3 finds no credentials at all."""
+    return ("no AWS credentials found. Run `aws configure` "
+            f"(or set AWS_PROFILE{hints.credentials_fix}).")
+
+
+def open_session(profile: str | None, region: str | None,
+                 hints: SessionHints = PLUGIN_ARGS) -> Any:
     """A boto3 session for a named profile and region; errors say how to fix the settings."""
     import boto3
 
     try:
         session = boto3.Session(profile_name=profile, region_name=region)
     except Exception as exc:
-        raise ConfigurationError(
+        raise hints.error(
             f"cannot open AWS profile {profile!r}: {exc}. List yours with "
-            "`aws configure list-profiles`, or leave aws_profile unset."
+            f"`aws configure list-profiles`{hints.profile_fix}."
         ) from exc
     if not session.region_name:
-        raise ConfigurationError(
-            "no AWS region: set plugin_args={'region': 'us-east-1'} (or $AWS_DEFAULT_REGION)."
-        )
+        raise hints.error(f"no AWS region: {hints.set_region}.")
     return session

@@ -21,8 +21,13 @@ class JobState(StrEnum):
 
     @property
     def done(self) -> bool:
-        """True once the job will not change state again."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        """True once the job will not change state again (see :data:`FINISHED_STATES`)."""
+        return self in FINISHED_STATES
+
+
+# The states a job never leaves: the one definition of "finished" (``in`` works on the API's
+# plain strings too). Every count, wait and cancel in the package reads it.
+FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..aws.status import JobState, JobStatus, next_poll_interval
+from ..aws.status import FINISHED_STATES, JobState, JobStatus, next_poll_interval
 from ..journal import Journal
 from ..settings import BatchSettings
 from .jobs import SubmittedJob
@@ -99,7 +99,7 @@ class JobsInFlight:
         for array_id in top & set(self.array_statuses):
             summary = self.array_statuses[array_id].array_summary or {}
             for state, count in summary.items():
-                if count and state not in ("SUCCEEDED", "FAILED"):
+                if count and state not in FINISHED_STATES:
                     states[JobState(state)] += count
         return states
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-BATCH_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED",
-                "FAILED")
+from ..aws.status import JobState
+
+BATCH_STATES = tuple(state.value for state in JobState)  # in the order a job goes through them
 _FOLD_AFTER = 12  # stage rows shown before the finished ones fold into one line
 _NAME_WIDTH = 28
 

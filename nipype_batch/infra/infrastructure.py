@@ -256,7 +256,7 @@ def connect_infra(spec: InfraSpec, *, local: bool = False, region: str | None = 
     region, endpoint_url, aws_profile
         Where on AWS (or an AWS-compatible emulator); the region defaults to boto3's.
     """
-    from ..aws.session import client_config
+    from ..aws.session import COMMAND_LINE, client_config, open_session
 
     if local:
         from ..local import LocalStack
@@ -267,17 +267,5 @@ def connect_infra(spec: InfraSpec, *, local: bool = False, region: str | None = 
         # the emulator has no IAM propagation delay, and answers at once
         return Infrastructure(spec, Clients(**made, backend="local"), iam_settle_s=0,
                               poll_s=0.1)
-    import boto3
-
-    try:
-        session = boto3.Session(profile_name=aws_profile, region_name=region)
-    except Exception as exc:
-        raise InfrastructureError(
-            f"cannot open AWS profile {aws_profile!r}: {exc}. List yours with "
-            "`aws configure list-profiles`."
-        ) from exc
-    if not session.region_name:
-        raise InfrastructureError(
-            "no AWS region: pass --region us-east-1 (or set $AWS_DEFAULT_REGION)."
-        )
+    session = open_session(aws_profile, region, COMMAND_LINE)
     return Infrastructure(spec, Clients.from_session(session, endpoint_url, client_config()))

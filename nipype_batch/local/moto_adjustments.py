@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..aws.status import FINISHED_STATES
+
 _APPLIED = False
 
 
@@ -91,7 +93,7 @@ def _adjust_arrays(job_class: Any) -> None:
         children = self._child_jobs
         if children:
             summary = result["arrayProperties"]["statusSummary"]
-            done = summary["SUCCEEDED"] + summary["FAILED"]
+            done = sum(n for state, n in summary.items() if state in FINISHED_STATES)
             if summary["FAILED"] and done == len(children):
                 if not self.job_stopped:
                     self.job_stopped = True

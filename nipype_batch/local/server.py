@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 
+from ..aws.status import FINISHED_STATES
+
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 
@@ -28,7 +30,7 @@ def stop_jobs(timeout_s: float = 10.0) -> None:
 
     jobs = list(batch_backends[ACCOUNT][REGION]._jobs.values())
     for job in jobs:
-        if job.status not in ("SUCCEEDED", "FAILED"):
+        if job.status not in FINISHED_STATES:
             job.stop = True
     for job in jobs:
         if job.is_alive():

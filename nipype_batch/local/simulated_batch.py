@@ -29,6 +29,7 @@ from typing import Any
 from botocore.awsrequest import AWSResponse
 
 from ..aws.batch import ARRAY_MAX, ARRAY_MIN, DESCRIBE_CHUNK, OVERRIDES_LIMIT
+from ..aws.status import FINISHED_STATES, JobState
 from ..protocol import ARRAY_INDEX_ENV
 
 ACCOUNT = "123456789012"
@@ -103,8 +104,7 @@ class SimulatedJob:
             "container": {"resourceRequirements": self.overrides.get("resourceRequirements", [])},
         }
         if self.children:
-            summary = dict.fromkeys(("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING",
-                                     "SUCCEEDED", "FAILED"), 0)
+            summary = dict.fromkeys((state.value for state in JobState), 0)
             for child in self.children:
                 summary[child._status()] += 1
             out["arrayProperties"] = {"size": len(self.children), "statusSummary": summary}
@@ -240,7 +240,7 @@ class SimulatedBatch:
         with self._lock:
             job = self.jobs.get(body["jobId"])
             for each in [job, *(job.children if job else [])]:
-                if each is not None and each.status not in ("SUCCEEDED", "FAILED"):
+                if each is not None and each.status not in FINISHED_STATES:
                     self._finish(each, None, reason=body.get("reason") or "terminated")
         return {}
 
@@ -256,7 +256,7 @@ class SimulatedBatch:
 
     def _done(self, job: SimulatedJob, future: Future) -> None:
         with self._lock:
-            if job.status in ("SUCCEEDED", "FAILED"):  # terminated meanwhile
+            if job.status in FINISHED_STATES:  # terminated meanwhile
                 return
             try:
                 code, started, stopped = future.result()

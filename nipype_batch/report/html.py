@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from html import escape
 
+from ..aws.status import JobState
 from .colours import COLOURS, RETRY_COLOUR
 from .cost import CostEstimate, significant
 from .gantt import FAILED, QUEUED, RUNNING, Bar, gantt_bars, time_unit
@@ -119,7 +120,7 @@ def _card(value: str, label: str, bad: bool = False) -> str:
 
 
 def _state(row: JobRow) -> str:
-    if row.node_failed and row.state == "SUCCEEDED":
+    if row.node_failed and row.state == JobState.SUCCEEDED:
         return "FAILED (node raised)"
     return row.state
 

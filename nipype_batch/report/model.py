@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..aws.status import JobState
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -55,7 +57,7 @@ class JobRow:
     @property
     def failed(self) -> bool:
         """The node did not produce its result."""
-        return self.state != "SUCCEEDED" or self.node_failed
+        return self.state != JobState.SUCCEEDED or self.node_failed
 
     @property
     def retried(self) -> bool:
