@@ -151,7 +151,7 @@ def _local(args: argparse.Namespace) -> int:
     if args.action == "down":
         print("local stack stopped" if stack.down() else "no shared local stack was running")
         return 0
-    shared = stack._running_shared_emulator()
+    shared = stack.shared_emulator()
     if shared is None:
         print("no shared local stack (each run starts its own)")
         return 1

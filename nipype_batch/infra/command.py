@@ -42,7 +42,7 @@ def _where(args: argparse.Namespace, previous: Profile | None) -> dict[str, Any]
                                                                   or args.endpoint_url)):
         from ..local import stack
 
-        if stack._running_shared_emulator() is None:
+        if stack.shared_emulator() is None:
             raise InfrastructureError(
                 "no shared local stack is running, and what `infra` made on a stack of its own "
                 "would vanish when this command exits: start one with `nipype-batch local up`."

@@ -317,9 +317,9 @@ class SimulatedStack:
         from ..cloud import Cloud
         from ..images.registries import PlainRegistry
         from .directory_s3 import DirectoryS3
-        from .stack import THROWAWAY_KEY, _start_emulator
+        from .stack import THROWAWAY_KEY, start_emulator
 
-        self.emulator = _start_emulator()
+        self.emulator = start_emulator()
         endpoint = f"http://127.0.0.1:{self.emulator.port}"
         session = boto3.Session(aws_access_key_id=THROWAWAY_KEY,
                                 aws_secret_access_key=THROWAWAY_KEY, region_name=REGION)
