@@ -62,9 +62,9 @@ def botocore_cpu_per_s3_call(calls: int = 300) -> float:
     """Driver CPU seconds of one small PutObject or GetObject through botocore (emulator S3)."""
     import boto3
 
-    from nipype_batch.local.stack import THROWAWAY_KEY, _start_emulator
+    from nipype_batch.local.stack import THROWAWAY_KEY, start_emulator
 
-    emulator = _start_emulator()
+    emulator = start_emulator()
     try:
         s3 = boto3.Session(aws_access_key_id=THROWAWAY_KEY, aws_secret_access_key=THROWAWAY_KEY,
                            region_name="us-east-1").client(

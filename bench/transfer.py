@@ -155,9 +155,9 @@ def main() -> int:
     import boto3
 
     from nipype_batch.local.server import REGION
-    from nipype_batch.local.stack import THROWAWAY_KEY, _start_emulator
+    from nipype_batch.local.stack import THROWAWAY_KEY, start_emulator
 
-    emulator = _start_emulator()
+    emulator = start_emulator()
     try:
         session = boto3.Session(aws_access_key_id=THROWAWAY_KEY,
                                 aws_secret_access_key=THROWAWAY_KEY, region_name=REGION)

@@ -19,7 +19,7 @@ from .cloud import Cloud
 from .images.registries import PlainRegistry
 from .local.directory_s3 import DirectoryS3
 from .local.simulated_batch import DIRECTORY_S3_ENV, QUEUE, REGION, SimulatedBatch
-from .local.stack import THROWAWAY_KEY, _start_emulator
+from .local.stack import THROWAWAY_KEY, start_emulator
 from .plugin import BatchPlugin
 from .protocol import ENDPOINT_ENV
 
@@ -49,7 +49,7 @@ class SimulatedStack:
     """
 
     def __init__(self, workers: int = 2, s3_directory: str | None = None) -> None:
-        self.emulator = _start_emulator()
+        self.emulator = start_emulator()
         endpoint = f"http://127.0.0.1:{self.emulator.port}"
         session = boto3.Session(aws_access_key_id=THROWAWAY_KEY,
                                 aws_secret_access_key=THROWAWAY_KEY, region_name=REGION)

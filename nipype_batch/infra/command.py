@@ -5,16 +5,35 @@ the confirmation before ``down``, and what is printed. The work is done by
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import ConfigurationError, InfrastructureError
 from ..profiles import Profile, load_profile, profile_path
 from .infrastructure import connect_infra
 from .spec import InfraSpec, Resource
+
+
+@dataclass(frozen=True)
+class InfraOptions:
+    """What ``nipype-batch infra`` was given; None where a flag was not."""
+
+    action: str  # up, down or show
+    name: str = "default"
+    platform: str | None = None
+    max_vcpus: int | None = None
+    instance_types: list[str] | None = None
+    subnets: list[str] | None = None
+    security_groups: list[str] | None = None
+    expire_days: int | None = None
+    yes: bool = False
+    as_json: bool = False
+    local: bool = False
+    region: str | None = None
+    endpoint_url: str | None = None
+    aws_profile: str | None = None
 
 
 def _previous(name: str) -> Profile | None:
@@ -24,7 +43,7 @@ def _previous(name: str) -> Profile | None:
         return None
 
 
-def _spec(args: argparse.Namespace, previous: Profile | None) -> InfraSpec:
+def _spec(args: InfraOptions, previous: Profile | None) -> InfraSpec:
     """The spec from the flags given, else from the last ``up`` of this name, else defaults."""
     known = {f.name for f in fields(InfraSpec)}
     values = {k: v for k, v in (previous.spec if previous else {}).items() if k in known}
@@ -35,14 +54,14 @@ def _spec(args: argparse.Namespace, previous: Profile | None) -> InfraSpec:
     return InfraSpec(name=args.name, **{k: v for k, v in values.items() if k != "name"})
 
 
-def _where(args: argparse.Namespace, previous: Profile | None) -> dict[str, Any]:
+def _where(args: InfraOptions, previous: Profile | None) -> dict[str, Any]:
     """Local stack or AWS: from the flags, else from the profile of this name."""
     settings = previous.settings if previous else {}
     if args.local or (settings.get("backend") == "local" and not (args.region
                                                                   or args.endpoint_url)):
         from ..local import stack
 
-        if stack._running_shared_emulator() is None:
+        if stack.shared_emulator() is None:
             raise InfrastructureError(
                 "no shared local stack is running, and what `infra` made on a stack of its own "
                 "would vanish when this command exits: start one with `nipype-batch local up`."
@@ -53,7 +72,7 @@ def _where(args: argparse.Namespace, previous: Profile | None) -> dict[str, Any]
             "aws_profile": args.aws_profile}
 
 
-def _confirm(args: argparse.Namespace, bucket: str) -> Any:
+def _confirm(args: InfraOptions, bucket: str) -> Any:
     def confirm(ours: list[Resource]) -> bool:
         if args.yes:
             return True
@@ -80,8 +99,8 @@ def _print(resources: list[Resource]) -> None:
         print(f"  {r.state:<10} {r.kind:<20} {r.name}" + (f"  ({r.detail})" if r.detail else ""))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``nipype-batch infra ACTION`` with the parsed ``args``; return the exit code."""
+def run(args: InfraOptions) -> int:
+    """Run ``nipype-batch infra ACTION`` with the given ``args``; return the exit code."""
     previous = _previous(args.name)
     infra = connect_infra(_spec(args, previous), **_where(args, previous))
     if args.action == "up":
@@ -94,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         resources = infra.down(_confirm(args, infra.bucket_name))
         report = {"cancelled": not resources}
-    if args.json:
+    if args.as_json:
         print(json.dumps({"name": args.name, **report,
                           "resources": [asdict(r) for r in resources]}, indent=1))
         return 1 if report.get("cancelled") else 0

@@ -97,8 +97,8 @@ class LocalStack:
         if swept:
             log.warning("Removed %d job containers left by processes that died", swept)
         self.registry_address = ensure_registry()
-        shared = _running_shared_emulator()
-        self.server = shared or _start_emulator()
+        shared = shared_emulator()
+        self.server = shared or start_emulator()
         self.endpoint_url = f"http://127.0.0.1:{self.server.port}"
         # Containers are named after the emulator that owns them, so a sweep removes only
         # those whose emulator is gone, never the jobs of a shared emulator still running.
@@ -184,7 +184,7 @@ class LocalStack:
                 LocalStack._instance = None
 
 
-class _Emulator:
+class Emulator:
     """The emulator process this driver started (see :mod:`nipype_batch.local.server`)."""
 
     def __init__(self, proc: subprocess.Popen, port: int) -> None:
@@ -203,7 +203,8 @@ class _Emulator:
             self.proc.wait()
 
 
-def _start_emulator(timeout_s: float = 60.0, detached: bool = False) -> _Emulator:
+def start_emulator(timeout_s: float = 60.0, detached: bool = False) -> Emulator:
+    """Start an emulator process of this driver's (``detached``: one that outlives it)."""
     try:
         import moto.server  # noqa: F401
     except ImportError as exc:
@@ -226,10 +227,10 @@ def _start_emulator(timeout_s: float = 60.0, detached: bool = False) -> _Emulato
         raise LocalStackError(
             f"the AWS emulator did not start within {timeout_s:.0f} s: see {logfile}"
         )
-    return _Emulator(proc, int(line))
+    return Emulator(proc, int(line))
 
 
-class _SharedEmulator:
+class SharedEmulator:
     """An emulator started by ``nipype-batch local up``: used, never stopped, by drivers."""
 
     def __init__(self, pid: int, port: int) -> None:
@@ -245,7 +246,8 @@ def state_file() -> Path:
     return Path(os.environ.get("NIPYPE_BATCH_LOCAL_STATE", cache_dir() / "local-stack.json"))
 
 
-def _running_shared_emulator() -> _SharedEmulator | None:
+def shared_emulator() -> SharedEmulator | None:
+    """The emulator ``nipype-batch local up`` started, if it still runs; else None."""
     try:
         state = json.loads(state_file().read_text())
     except (OSError, ValueError):
@@ -253,14 +255,14 @@ def _running_shared_emulator() -> _SharedEmulator | None:
     if not _pid_alive(int(state["pid"])):
         state_file().unlink(missing_ok=True)
         return None
-    return _SharedEmulator(int(state["pid"]), int(state["port"]))
+    return SharedEmulator(int(state["pid"]), int(state["port"]))
 
 
 def up() -> LocalStack:
     """Start the shared local stack that outlives drivers (``nipype-batch local up``)."""
-    if _running_shared_emulator() is None:
+    if shared_emulator() is None:
         state_file().parent.mkdir(parents=True, exist_ok=True)
-        emulator = _start_emulator(detached=True)
+        emulator = start_emulator(detached=True)
         state_file().write_text(json.dumps({"pid": emulator.pid, "port": emulator.port}))
     stack = LocalStack()
     stack.start()  # attaches, and creates the queue, bucket and role if missing
@@ -269,7 +271,7 @@ def up() -> LocalStack:
 
 def down(timeout_s: float = 30.0) -> bool:
     """Stop the shared local stack and its jobs; False if none was running."""
-    shared = _running_shared_emulator()
+    shared = shared_emulator()
     if shared is None:
         return False
     os.kill(shared.pid, signal.SIGTERM)
