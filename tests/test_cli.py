@@ -33,14 +33,14 @@ def test_every_plugin_args_is_the_shared_option() -> None:
 def nothing_may_run(monkeypatch):
     """Fail the test if a command gets as far as loading a workflow or connecting."""
     import nipype_batch.api
+    import nipype_batch.backend
     import nipype_batch.cli.workflow
-    import nipype_batch.cloud
 
     def forbidden(*_args, **_kwargs):
         raise AssertionError("a command ran with bad --plugin-args")
 
     monkeypatch.setattr(nipype_batch.cli.workflow, "load_workflow", forbidden)
-    monkeypatch.setattr(nipype_batch.cloud, "connect", forbidden)
+    monkeypatch.setattr(nipype_batch.backend, "connect", forbidden)
     monkeypatch.setattr(nipype_batch.api, "build_images", forbidden)
 
 
