@@ -23,6 +23,10 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
    the parent leaves its children running; children ignore the submitted retry strategy. Real
    Batch gives each child its index, ends the parent FAILED when any child failed (once all
    are done), and terminates the children with the parent.
+7. S3 GetObject with a byte range reads the whole object and then slices it, so boto3's
+   managed download of a large file (parallel ranged parts, as on AWS) reads it once per part:
+   38 parts of a 300 MB file took 7x the time of one plain GET. Real S3 reads only the range;
+   here a simple range (``bytes=a-b``, ``bytes=a-``) is read from the object's buffer alone.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def apply() -> None:
     _adjust_arrays(Job)
     _add_retries(Job)
     _shorten_sleeps()
+    _read_ranges_only()
     _APPLIED = True
 
 
@@ -194,3 +199,69 @@ def _shorten_sleeps() -> None:
                                     if not name.startswith("__")})
     shim.sleep = lambda seconds: time.sleep(min(seconds, 0.2))
     models.time = shim
+
+
+def _read_ranges_only() -> None:
+    from moto.s3.responses import S3Response
+
+    original_get_object = S3Response.get_object
+
+    def get_object(self: Any) -> Any:
+        window = _simple_range(self.headers.get("range"))
+        if window is None or self._get_int_param("partNumber"):
+            return original_get_object(self)
+        try:
+            key, not_modified = self._get_key()
+        except Exception:
+            return original_get_object(self)  # answers with moto's own error
+        if not_modified or window[0] >= key.size:
+            return original_get_object(self)
+        # One S3Response serves one request: shadowing its method is safe between threads.
+        self._get_key = lambda: (_RangedKey(key), not_modified)
+        try:
+            return original_get_object(self)
+        finally:
+            del self._get_key
+
+    S3Response.get_object = get_object
+
+
+def _simple_range(header: str | None) -> tuple[int, int | None] | None:
+    """``bytes=a-b`` or ``bytes=a-`` (to the end, as s3transfer asks for a last part) as
+    ``(a, b)``; None for any other form, which moto answers itself."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes="):].partition("-")
+    if not first.isdigit() or (last and (not last.isdigit() or int(first) > int(last))):
+        return None
+    return int(first), int(last) if last else None
+
+
+class _RangedKey:
+    """A key whose ``value`` reads only the slice moto's range handling asks for."""
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._key, name)
+
+    @property
+    def value(self) -> _Window:
+        return _Window(self._key)
+
+
+class _Window:
+    """The object's bytes as moto's range handling uses them: a length and one slice."""
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+
+    def __len__(self) -> int:
+        return self._key.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop, _step = part.indices(self._key.size)
+        with self._key.lock:
+            self._key._value_buffer.seek(start)
+            return self._key._value_buffer.read(max(0, stop - start))
