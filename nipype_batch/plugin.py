@@ -135,6 +135,7 @@ class BatchPlugin(DistributedPluginBase):
             return super().run(graph, config, updatehash=updatehash)
         finally:
             self._parts.flight.cancel(self.run_id)
+            self._parts.record_history()
             if self._held_records is not None:  # the run ended before its first check
                 self._held_records.hand_over()
                 self._held_records = None

@@ -237,8 +237,8 @@ def test_down_refuses_while_a_job_is_in_flight(clients: Clients) -> None:
     try:
         asked = []
         with pytest.raises(InfrastructureError,
-                           match=r"1 job\(s\) in flight: fit-subject-01 \((SUBMITTED|PENDING|RUNNABLE)\)"
-                                 r".*nipype-batch cancel"):
+                           match=r"1 job\(s\) in flight: fit-subject-01 "
+                                 r"\((SUBMITTED|PENDING|RUNNABLE)\).*nipype-batch cancel"):
             infra(clients).down(asked.append)
         assert asked == []  # refused before asking
         assert inventory(clients) == made

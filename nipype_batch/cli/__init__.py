@@ -20,6 +20,7 @@ import click
 
 from ..errors import NipypeBatchError
 from .environment import infra, local, policy
+from .history import history
 from .options import Group
 from .runs import cancel, logs, report, status
 from .workflow import EXAMPLES, build, doctor, load_workflow
@@ -35,7 +36,7 @@ def group(verbose: bool) -> None:
                         format="%(asctime)s %(name)s %(message)s")
 
 
-for _command in (build, doctor, local, policy, status, cancel, report, logs, infra):
+for _command in (build, doctor, local, policy, status, cancel, report, logs, history, infra):
     group.add_command(_command)
 
 

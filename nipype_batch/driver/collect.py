@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from typing import Any
 
 from nipype.utils.filemanip import loadpkl
@@ -12,6 +13,7 @@ from nipype.utils.filemanip import loadpkl
 from ..aws.bundles import unpack_bookkeeping
 from ..aws.staging import StagedPath, Stager
 from ..aws.status import JobState, JobStatus
+from ..history import Observation
 from ..protocol import CRASH_FILE, result_path
 from ..provenance import job_record, output_files, read_provenance, write_job_record
 from ..settings import BatchSettings
@@ -23,11 +25,14 @@ class Collector:
     """Brings node directories from S3 to the driver: finished jobs', and the upstream outputs
     a ready node's inputs name. Keeps each failed job's log tail for the report."""
 
-    def __init__(self, batch: Any, stager: Stager, settings: BatchSettings) -> None:
+    def __init__(self, batch: Any, stager: Stager, settings: BatchSettings,
+                 run_id: str = "") -> None:
         self.batch = batch
+        self.run_id = run_id
         self.stager = stager
         self.settings = settings
         self.log_tails: dict[str, list[str]] = {}
+        self.observations: list[Observation] = []  # for the run history
         self._materialised: set[str] = set()
 
     def materialise_upstream(self, node: Any) -> None:
@@ -55,10 +60,25 @@ class Collector:
         if job.array_job_id is not None:
             record.update(array_job_id=job.array_job_id, array_index=job.array_index)
         write_job_record(job.node_dir, record)
+        self._observe(job, runner, status)
         if status.state is JobState.SUCCEEDED and fetched and not runner.get("node_failed"):
             return nipype_result(hostname=runner.get("hostname"))
         return nipype_result(self._failure(job, status, fetched and runner.get("node_failed")),
                              hostname=runner.get("hostname"))
+
+    def _observe(self, job: SubmittedJob, runner: dict[str, Any], status: JobStatus) -> None:
+        """What the runner measured, for the run history (a MapNode's own job only collates
+        its subnodes' results: its time is not the node's)."""
+        timings = runner.get("timings") or {}
+        if job.is_mapnode or not job.history_key or "ran" not in timings:
+            return
+        self.observations.append(Observation(
+            node=job.history_key, interface=job.interface,
+            runtime_s=timings["ran"] - timings.get("staged_in", timings["ran"]),
+            peak_memory_mb=float(runner.get("peak_memory_mb") or 0.0),
+            vcpus=job.resources.vcpus, memory_mb=job.resources.memory_mb,
+            succeeded=status.state is JobState.SUCCEEDED and not runner.get("node_failed"),
+            run_id=self.run_id, recorded_at=time.time()))
 
     def _failure(self, job: SubmittedJob, status: JobStatus, node_raised: bool) -> list[str]:
         """The crash file's traceback: the node's own, or why the job left none; then the

@@ -27,6 +27,8 @@ class SubmittedJob:
     array_job_id: str | None = None  # set for a child of an array job
     array_index: int | None = None
     bundle_key: str | None = None  # the node's bookkeeping in one object (see bundles)
+    history_key: str = ""  # the node in the run history (see history.history_key)
+    interface: str = ""  # its interface's class, module-qualified
 
     def journal_entry(self) -> dict[str, Any]:
         """What the journal keeps, so that a later driver can pick the job up."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+from ..history import RunHistory, record_quietly
 from ..journal import Journal
 from ..settings import BatchSettings
 from .collect import Collector
@@ -32,14 +33,21 @@ class RunParts:
         """Build the parts on ``cloud``; the journal lives under the workflow's base dir."""
         self.journal = Journal(base_dir or tempfile.gettempdir())
         self.flight = JobsInFlight(cloud.batch, settings, self.journal)
-        self.submitter = Submitter(cloud, settings, run_id, images.image_for, self.flight)
+        self.submitter = Submitter(cloud, settings, run_id, images.image_for, self.flight,
+                                   base_dir)
         self.resumer = Resumer(cloud.batch, cloud.stager, settings, self.journal)
-        self.collector = Collector(cloud.batch, cloud.stager, settings)
+        self.collector = Collector(cloud.batch, cloud.stager, settings, run_id)
 
     @property
     def work_dir(self) -> str:
         """The directory the journal (and so the run report) belongs to."""
         return str(self.journal.directory.parent.parent)
+
+    def record_history(self) -> int:
+        """Add what this run's jobs measured to the run history (never fails the run)."""
+        if self.collector is None or not self.collector.observations:
+            return 0
+        return record_quietly(RunHistory(), self.collector.observations)
 
     @property
     def log_tails(self) -> dict[str, list[str]]:

@@ -17,12 +17,13 @@ from nipype.utils.filemanip import savepkl
 
 from ..aws.batch import child_job_id, fits_overrides
 from ..aws.staging import StagedPath
+from ..history import history_key
 from ..platforms import capability
 from ..protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV, JobPayload
 from ..resources import JobResources, fargate_fit, resources_for
 from ..settings import BatchSettings
 from .arrays import array_job_name, group_for_arrays, mapflow_parent
-from .inputs import stage_inputs
+from .inputs import is_within, stage_inputs
 from .jobs import PreparedJob, SubmittedJob
 from .poll import JobsInFlight
 
@@ -36,8 +37,10 @@ class Submitter:
     the subnodes of one MapNode as one array job."""
 
     def __init__(self, cloud: Any, settings: BatchSettings, run_id: str,
-                 image_for: Callable[[JobResources], str], flight: JobsInFlight) -> None:
+                 image_for: Callable[[JobResources], str], flight: JobsInFlight,
+                 work_dir: str | None = None) -> None:
         self.cloud = cloud
+        self.work_dir = work_dir  # the workflow's base_dir
         self.settings = settings
         self.run_id = run_id
         self.image_for = image_for
@@ -83,11 +86,18 @@ class Submitter:
             job_id="", job_name=job_name, node_name=node.name, node_dir=node_dir,
             is_mapnode=isinstance(node, MapNode), queue=resources.job_queue or cloud.job_queue,
             definition=definition, image=image, resources=resources, hashvalue=hashvalue,
-            bundle_key=bundle_key,
+            bundle_key=bundle_key, history_key=self._history_key(node, node_dir),
+            interface=f"{type(node.interface).__module__}.{type(node.interface).__name__}",
         )
         self._prepared.append(PreparedJob(taskid=taskid, job=job, payload=payload,
                                           environment=environment, tags=tags,
                                           array_group=mapflow_parent(node_dir)))
+
+    def _history_key(self, node: Any, node_dir: str) -> str:
+        # A MapNode's subnodes have the mapflow folder as base_dir: key them from the run's.
+        if self.work_dir and is_within(node_dir, self.work_dir):
+            return history_key(node_dir, self.work_dir)
+        return history_key(node_dir, node.base_dir)
 
     def job_name(self, node: Any) -> str:
         name = f"{self.cloud.job_name_prefix}{self.settings.job_name_prefix}-{node.fullname}"

@@ -1,0 +1,133 @@
+"""The run history: each node's measured runtime and peak memory, kept across runs.
+
+The runner measures both in every job (``_nipype_batch.json``); after each run the driver adds
+one row per collected job to a small SQLite file in the cache directory. A row is keyed so that
+the same node finds it in a later run, or for another subject: the node's place in the workflow
+without its iterable parameterisation (``dmri.denoise``; a MapNode's subnodes count under the
+MapNode) and its interface's class. Planning and forecasting read it; a history that is missing
+or unreadable is no history, never a failed run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import statistics
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from .cache import cache_dir
+
+log = logging.getLogger("nipype_batch")
+
+DB_NAME = "history.sqlite"
+_MAPFLOW = "mapflow"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One job's measurements."""
+
+    node: str  # e.g. "dmri.denoise" (see history_key)
+    interface: str  # e.g. "nipype.interfaces.dipy.preprocess.Denoise"
+    runtime_s: float  # the node's own run, staging excluded
+    peak_memory_mb: float
+    vcpus: int
+    memory_mb: int
+    succeeded: bool
+    run_id: str
+    recorded_at: float
+
+
+@dataclass(frozen=True)
+class NodeHistory:
+    """What the history says of one node: how often it ran, how long, how much memory."""
+
+    node: str
+    interface: str
+    runs: int
+    median_runtime_s: float
+    max_runtime_s: float
+    peak_memory_mb: float
+    last_run_at: float
+
+
+def history_key(node_dir: str, base_dir: str | None) -> str:
+    """The node's place in the workflow, the same for every subject and every subnode.
+
+    Directories below the base directory, dotted, without Nipype's parameterisation folders
+    (``_subject_01``) and a MapNode's ``mapflow/_name3``: ``<base>/dmri/_subject_01/denoise``
+    and ``<base>/dmri/_subject_02/denoise/mapflow/_denoise3`` are both ``dmri.denoise``.
+    """
+    relative = os.path.relpath(node_dir, base_dir) if base_dir else node_dir.strip("/")
+    parts = [p for p in relative.split(os.sep) if p and p != _MAPFLOW and not p.startswith("_")]
+    return ".".join(parts)
+
+
+_COLUMNS = [f.name for f in fields(Observation)]
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS observations ({", ".join(_COLUMNS)});
+CREATE INDEX IF NOT EXISTS by_node ON observations (node, interface);
+"""
+
+
+class RunHistory:
+    """The history file (``<cache>/history.sqlite`` unless ``path`` says otherwise)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else cache_dir() / DB_NAME
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=10)
+        connection.executescript(_SCHEMA)
+        return connection
+
+    def record(self, observations: Iterable[Observation]) -> int:
+        """Add observations; return how many."""
+        rows = [astuple(o) for o in observations]
+        if not rows:
+            return 0
+        with self._connect() as connection:
+            connection.executemany(
+                f"INSERT INTO observations VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+        return len(rows)
+
+    def nodes(self) -> list[NodeHistory]:
+        """Every node the history holds, by name; empty if the file is missing or unreadable."""
+        if not self.path.exists():
+            return []
+        try:
+            with self._connect() as connection:
+                rows = connection.execute(
+                    "SELECT node, interface, runtime_s, peak_memory_mb, recorded_at "
+                    "FROM observations WHERE succeeded ORDER BY node, interface").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("The run history %s cannot be read (%s): going without it; delete the "
+                        "file to start a new one", self.path, exc)
+            return []
+        grouped: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for node, interface, runtime, memory, at in rows:
+            grouped.setdefault((node, interface), []).append((runtime, memory, at))
+        return [NodeHistory(node, interface, len(seen),
+                            statistics.median(r for r, _m, _a in seen),
+                            max(r for r, _m, _a in seen), max(m for _r, m, _a in seen),
+                            max(a for _r, _m, a in seen))
+                for (node, interface), seen in grouped.items()]
+
+    def lookup(self, node: str, interface: str) -> NodeHistory | None:
+        """The node's history, if it ran before (and succeeded)."""
+        return next((h for h in self.nodes() if (h.node, h.interface) == (node, interface)),
+                    None)
+
+
+def record_quietly(history: RunHistory, observations: list[Observation]) -> int:
+    """Record a run's observations; a history that cannot be written is only a warning."""
+    try:
+        return history.record(observations)
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("Could not add %d jobs to the run history %s: %s (the run itself is "
+                    "unaffected; delete the file to start a new history)",
+                    len(observations), history.path, exc)
+        return 0
