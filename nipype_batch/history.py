@@ -19,11 +19,11 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from .cache import cache_dir
+from .protocol import MAPFLOW
 
 log = logging.getLogger("nipype_batch")
 
 DB_NAME = "history.sqlite"
-_MAPFLOW = "mapflow"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def history_key(node_dir: str, base_dir: str | None) -> str:
     and ``<base>/dmri/_subject_02/denoise/mapflow/_denoise3`` are both ``dmri.denoise``.
     """
     relative = os.path.relpath(node_dir, base_dir) if base_dir else node_dir.strip("/")
-    parts = [p for p in relative.split(os.sep) if p and p != _MAPFLOW and not p.startswith("_")]
+    parts = [p for p in relative.split(os.sep) if p and p != MAPFLOW and not p.startswith("_")]
     return ".".join(parts)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from ..aws.batch import ARRAY_MAX, ARRAY_MIN
+from ..protocol import MAPFLOW
 
 T = TypeVar("T")
 
@@ -21,7 +22,7 @@ T = TypeVar("T")
 def mapflow_parent(node_dir: str) -> str | None:
     """The MapNode directory of a subnode's directory (``<mapnode>/mapflow/_name3``), else None."""
     parent = os.path.dirname(node_dir.rstrip("/"))
-    if os.path.basename(parent) != "mapflow":
+    if os.path.basename(parent) != MAPFLOW:
         return None
     return os.path.dirname(parent)
 
