@@ -41,6 +41,8 @@ class Cloud:
     # Called with each queue a run's nodes name, before the preflight: the local stack creates
     # them on demand; on AWS they must exist.
     ensure_queue: Callable[[str], None] = queues_must_exist
+    # Seconds a job waits before it runs on this backend (packing weighs it); None: AWS's.
+    job_overhead_s: float | None = None
     _docker: Any = None
 
     def docker(self) -> Any:

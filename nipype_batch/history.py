@@ -73,11 +73,15 @@ CREATE INDEX IF NOT EXISTS by_node ON observations (node, interface);
 """
 
 
+HISTORY_ENV = "NIPYPE_BATCH_HISTORY"  # another history file than the cache directory's
+
+
 class RunHistory:
-    """The history file (``<cache>/history.sqlite`` unless ``path`` says otherwise)."""
+    """The history file: ``path``, else ``$NIPYPE_BATCH_HISTORY``, else
+    ``<cache>/history.sqlite``."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else cache_dir() / DB_NAME
+        self.path = Path(path or os.environ.get(HISTORY_ENV) or cache_dir() / DB_NAME)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=10)

@@ -14,26 +14,37 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from traceback import format_exception
 from typing import Any
 
 import numpy as np
 from nipype.pipeline.plugins.base import DistributedPluginBase
 
+from .aws.status import JobStatus
 from .backend import connect
 from .cloud import Cloud
 from .driver.images import JobImages
-from .driver.jobs import nipype_result
+from .driver.jobs import SubmittedJob, nipype_result
+from .driver.packs import (
+    Packing,
+    PackRun,
+    job_overhead_s,
+    load_outside_inputs,
+    pack_resources,
+    run_history,
+)
 from .driver.parts import RunParts
 from .driver.progress import Progress, Snapshot
 from .driver.resume import collate_mapnode_here
 from .driver.run_log import LOG_NAME, RunLog, hold_nipype_records, show_our_log, start_run_log
+from .driver.submit import PackNode
 from .driver.view import NodeState, RunCost, stage_rows, summary_lines, write_run_report
 from .errors import BatchJobError
 from .images.publish import PublishedImage
 from .platforms import PLATFORMS
 from .preflight import preflight
-from .resources import resources_for, runs_on_driver
+from .resources import JobResources, resources_for, runs_on_driver
 from .settings import BatchSettings
 
 log = logging.getLogger("nipype_batch")
@@ -76,6 +87,10 @@ class BatchPlugin(DistributedPluginBase):
         self._skipped_nodes: set[int] = set()
         self._crash_files: list[tuple[str, str]] = []  # (node, crash file)
         self._proc_dirs: dict[int, str] = {}  # Nipype's node index -> its directory
+        self._jobids: dict[str, int] = {}  # and back, for the nodes of packs
+        self._packing = Packing()
+        self._updatehash = False
+        self._costed_to: dict[str, float] = {}  # pack job -> until when its cost is counted
         self.resumed_job_ids: list[str] = []
 
     # ---- pickling: settings travel, clients and run state do not -------------------------
@@ -169,6 +184,21 @@ class BatchPlugin(DistributedPluginBase):
         plan = self.images.plan(job_nodes)
         preflight(settings, cloud, job_nodes)
         self.images.publish(job_nodes, plan)
+        self._packing = Packing.for_graph(
+            graph, settings, set(graph.nodes()) - set(job_nodes), self._compatibility,
+            cloud.job_queue, run_history(), self._job_overhead_s(), job_nodes[0].base_dir)
+        if self._packing.plan is not None:
+            self._parts.submitter.chunk = self._packing.chunk
+
+    def _compatibility(self, resources: JobResources) -> str:
+        """What nodes sharing a job must share, besides vCPUs and memory."""
+        return "|".join(map(str, (self.images.image_for(resources), resources.gpus,
+                                  resources.attempts, resources.timeout_s)))
+
+    def _job_overhead_s(self) -> float:
+        if self.settings.job_overhead_s is not None:
+            return float(self.settings.job_overhead_s)
+        return job_overhead_s(self.cloud)
 
     def _write_report(self) -> str | None:
         if not self.settings.report or not (self.submitted_job_ids or self.resumed_job_ids):
@@ -199,6 +229,8 @@ class BatchPlugin(DistributedPluginBase):
                 time.sleep(delay)
             return
         self._graph_changed = False
+        for run in self._packing.held():  # what they waited for may be done now
+            self._launch_if_ready(run)
         if self._parts.collector is not None:
             for jobid in np.nonzero(~self.proc_done & (self.depidx.sum(0) == 0))[1]:
                 self._parts.collector.materialise_upstream(self.procs[jobid])
@@ -212,7 +244,13 @@ class BatchPlugin(DistributedPluginBase):
     def _submit_job(self, node: Any, updatehash: bool = False) -> int:
         taskid = self._next_taskid
         self._next_taskid += 1
+        self._updatehash = updatehash
         try:
+            node_dir = node.output_dir()
+            run = self._packing.run_for(node_dir)
+            if run is not None and run.prepared is not None:  # its pack runs already
+                self._join(run, node_dir, taskid)
+                return taskid
             node._get_inputs()
             hashvalue = node._get_hashval()[1]
             # before the resume check, which would list every subnode's files in S3
@@ -225,11 +263,72 @@ class BatchPlugin(DistributedPluginBase):
                 self.resumed_job_ids.append(job.job_id)
             elif self._parts.resumer.fetch_committed(node, hashvalue):
                 self._done_here.add(taskid)
+            elif run is not None and not run.launched:
+                run.offered[node_dir] = (taskid, node, hashvalue)
+                self._launch_if_ready(run)
             else:
                 self._parts.submitter.prepare(node, updatehash, taskid, hashvalue)
         except Exception:
             self._local_failures[taskid] = format_exception(*sys.exc_info())
         return taskid
+
+    # ---- packs: several nodes in one job --------------------------------------------------
+
+    def _launch_if_ready(self, run: PackRun) -> None:
+        """Prepare the pack's job once all its nodes need from outside it is done; only
+        the nodes not done yet go (an earlier run, or this one's cache, did the others)."""
+        remaining = [d for d in run.pack.members if not self._is_done(d)]
+        inside = set(remaining)
+        if any(not self._is_done(p) for d in remaining for p in self._packing.after[d]
+               if p not in inside):
+            return
+        try:
+            if len(remaining) == 1 and remaining[0] in run.offered:
+                taskid, node, hashvalue = run.offered[remaining[0]]
+                run.single = True
+                self._parts.submitter.prepare(node, self._updatehash, taskid, hashvalue)
+                return
+            index = {d: i for i, d in enumerate(remaining)}
+            nodes = []
+            for node_dir in remaining:
+                if node_dir in run.offered:
+                    taskid, node, hashvalue = run.offered[node_dir]
+                else:
+                    taskid, hashvalue = None, ""
+                    node = copy.deepcopy(self.procs[self._jobid_of(node_dir)])
+                    load_outside_inputs(node, inside)
+                nodes.append(PackNode(node, taskid, hashvalue, tuple(
+                    index[p] for p in self._packing.after[node_dir] if p in index)))
+            resources = pack_resources(resources_for(nodes[0].node, self.settings), run.pack)
+            first = min(taskid for taskid, _node, _hash in run.offered.values())
+            run.prepared = self._parts.submitter.prepare_pack(nodes, resources,
+                                                              self._updatehash, first)
+            run.views = {view.node_dir: view for _taskid, view in run.prepared.members}
+        except Exception:
+            run.single = True  # not again: its offered nodes fail as a node would
+            failure = format_exception(*sys.exc_info())
+            for taskid, _node, _hash in run.offered.values():
+                self._local_failures[taskid] = failure
+
+    def _join(self, run: PackRun, node_dir: str, taskid: int) -> None:
+        """Nipype offers a node of a pack that is prepared or running: wait for its marker."""
+        view = run.views[node_dir]
+        assert run.prepared is not None
+        if not view.job_id:  # prepared in this pass, submitted at its end
+            members = run.prepared.members
+            members[[v for _t, v in members].index(view)] = (taskid, view)
+        else:
+            self._parts.flight.track(taskid, view)
+
+    def _is_done(self, node_dir: str) -> bool:
+        """Whether Nipype is done with a node (finished, failed, or skipped)."""
+        jobid = self._jobid_of(node_dir)
+        return bool(self.proc_done[jobid] and not self.proc_pending[jobid])
+
+    def _jobid_of(self, node_dir: str) -> int:
+        if not self._jobids:
+            self._jobids = {self._output_dir_of(j): j for j in range(len(self.procs))}
+        return self._jobids[node_dir]
 
     def _get_result(self, taskid: int) -> dict[str, Any] | None:
         if taskid in self._done_here:
@@ -250,10 +349,24 @@ class BatchPlugin(DistributedPluginBase):
             if status is None:
                 return None
             job = self._parts.flight.jobs[taskid]
-            self._cost.add_collected(job, status)
+            self._count_cost(job, status)
             return self._parts.collector.collect(job, status)
         except Exception:
             return nipype_result(format_exception(*sys.exc_info()), here=True)
+
+    def _count_cost(self, job: SubmittedJob, status: JobStatus) -> None:
+        """A collected job's cost; a pack's in slices, up to the moment each node resolves."""
+        if not job.in_pack:
+            self._cost.add_collected(job, status)
+            return
+        whole = self._parts.flight.statuses.get(job.job_id, status)
+        if not whole.started_at:
+            return
+        since = self._costed_to.get(job.job_id, whole.started_at)
+        until = whole.stopped_at or time.time() * 1000
+        if until > since:
+            self._cost.add_collected(job, replace(whole, started_at=since, stopped_at=until))
+            self._costed_to[job.job_id] = until
 
     def _task_finished_cb(self, jobid: int, cached: bool = False) -> None:
         self._graph_changed = True

@@ -17,7 +17,7 @@ PAYLOAD_ENV = "NIPYPE_BATCH_PAYLOAD"  # s3:// URI of the job's payload JSON
 ENDPOINT_ENV = "NIPYPE_BATCH_ENDPOINT_URL"  # custom AWS endpoint (local stack, emulators)
 EXIT_NODE_FAILED = 3  # the node raised; its traceback is in the result file
 EXIT_RUNNER_FAILED = 2  # staging or payload failed: an infrastructure error
-PAYLOAD_VERSION = 3
+PAYLOAD_VERSION = 4
 
 # An array job's children share one environment: the payload URI holds this placeholder, which
 # each child replaces with the index AWS Batch gives it, to find its own payload.
@@ -42,17 +42,30 @@ class PayloadVersionError(ValueError):
 
 
 @dataclass
+class PackMember:
+    """One node of a job: a job runs one node, or a pack of nodes in dependency order."""
+
+    node_dir: str
+    node_name: str  # names the result file even if the node's pickle cannot load
+    node_pickle: str  # base64 of Nipype's pickled {"node", "updatehash"}
+    bundle_key: str | None = None  # where the runner packs the node's bookkeeping files
+    string_paths: list[str] = field(default_factory=list)  # paths in strings it may write
+    after: list[int] = field(default_factory=list)  # members (indices) it waits for
+
+
+@dataclass
 class JobPayload:
     """What one job runs: written by the driver as JSON in S3, read by the runner in the job."""
 
     bucket: str
     prefix: str  # of the staging keys; a path P is stored under <prefix>/P
-    node_dir: str
-    node_name: str  # names the result file even if the node's pickle cannot load
-    node_pickle: str  # base64 of Nipype's pickled {"node", "updatehash"}: one object per job
-    inputs: list[dict[str, str]]  # StagedPath fields: what the job fetches before it runs
-    bundle_key: str | None = None  # where the runner packs the node's bookkeeping files
-    string_paths: list[str] = field(default_factory=list)  # paths in strings it may write
+    members: list[PackMember]  # the nodes this job runs (one, or a pack)
+    inputs: list[dict[str, str]]  # StagedPath fields: fetched once, before any node runs
+    # Control key under which the runner marks each member as it commits (``<i>`` holding
+    # {"state": ...}): the driver resolves a pack's nodes one by one, and a retried job
+    # skips the members an earlier attempt finished. None for a job of one node.
+    done_prefix: str | None = None
+    parallel: int = 1  # members run at once (the job's vCPUs)
     environment: dict[str, str] | None = None  # too large for Batch's container overrides
     version: int = PAYLOAD_VERSION
 
@@ -71,7 +84,25 @@ class JobPayload:
                 "than the driver. Let the driver build the image (drop plugin_args 'image'), "
                 "or install the driver's nipype-batch version in the image you name.")
         known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
+        known["members"] = [PackMember(**m) for m in known.get("members", [])]
         return cls(**known)
+
+
+# A member's done marker is the key ``<done_prefix>/<index>.<state>``: one listing tells all.
+MEMBER_SUCCEEDED, MEMBER_FAILED, MEMBER_SKIPPED = "succeeded", "failed", "skipped"
+
+
+def member_marker(done_prefix: str, index: int, state: str) -> str:
+    """Key of the marker saying that member ``index`` of a pack ended in ``state``."""
+    return f"{done_prefix}/{index}.{state}"
+
+
+def read_marker(name: str) -> tuple[int, str] | None:
+    """``(index, state)`` of a marker's last key part, ``'3.succeeded'``; None if not one."""
+    index, _, state = name.rpartition(".")
+    if not index.isdigit() or state not in (MEMBER_SUCCEEDED, MEMBER_FAILED, MEMBER_SKIPPED):
+        return None
+    return int(index), state
 
 
 # ---- the node directory ------------------------------------------------------------------

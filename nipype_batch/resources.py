@@ -45,6 +45,10 @@ def _timeout(value: Any) -> str | None:
     return None
 
 
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False."
+
+
 def _vcpus(node: Any, settings: BatchSettings) -> int:
     return max(settings.vcpus, int(getattr(node, "n_procs", 1) or 1))
 
@@ -99,6 +103,9 @@ NODE_OPTIONS = (
     NodeOption("base_image", "Image the node's job image is built on."),
     NodeOption("run_on_driver", "Run the node on the driver, not as a job.",
                default=lambda node, settings: False, convert=bool),
+    NodeOption("pack", "Whether the node may share a job with other short nodes (packing); "
+               "False: always a job of its own.", _flag, default=lambda node, settings: True,
+               convert=bool),
     NodeOption("overwrite", "Nipype's flag, accepted: for these single values the node's "
                "value always wins.", job_field=False),
 )
@@ -118,6 +125,7 @@ class JobResources:
     base_image: str | None
     run_on_driver: bool
     attempts: int = 1
+    pack: bool = True
 
 
 def check_option_values(values: dict[str, Any], where: str) -> None:

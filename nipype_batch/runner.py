@@ -1,37 +1,41 @@
 """Entry point inside a job's container: ``python -m nipype_batch.runner``.
 
-Reads the job payload named by ``$NIPYPE_BATCH_PAYLOAD``, puts the node's inputs at their
-driver paths, runs the node as Nipype's batch plugins do (a node that raises leaves a result
-file holding its traceback), and uploads the node directory, the result file last.
+Reads the job payload named by ``$NIPYPE_BATCH_PAYLOAD``, puts the inputs at their driver
+paths, runs the node as Nipype's batch plugins do (a node that raises leaves a result file
+holding its traceback), and uploads the node directory, the result file last. A payload of
+several nodes is a pack: its members run in dependency order, each committed as it ends.
 
-Exit codes: 0 the node ran; 3 the node raised (its traceback is in the result file);
+Exit codes: 0 the node ran; 3 a node raised (its traceback is in its result file);
 2 the runner itself failed (staging, payload), which AWS Batch may retry.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
-import socket
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
+from .node_run import commit_member, fail_node, run_member
 from .protocol import (
     ENDPOINT_ENV,
     EXIT_NODE_FAILED,
     EXIT_RUNNER_FAILED,
-    NODE_PICKLE,
+    MEMBER_FAILED,
+    MEMBER_SKIPPED,
+    MEMBER_SUCCEEDED,
     PAYLOAD_ENV,
-    PROVENANCE_FILE,
     JobPayload,
+    PackMember,
     PayloadVersionError,
+    member_marker,
     payload_uri_for,
-    result_path,
+    read_marker,
 )
 
 
@@ -52,127 +56,131 @@ def _s3_client() -> Any:
                         config=client_config())
 
 
-def _outputs_dict(outputs: Any) -> dict[str, Any]:
-    """Output values of a node's result: a traits spec, or a Bunch for a MapNode."""
-    if outputs is None:
-        return {}
-    if hasattr(outputs, "trait_get"):
-        return outputs.trait_get()
-    return dict(outputs.items())
-
-
-def _peak_memory_mb() -> float:
-    """Peak resident memory of this process and the tools it ran (Linux reports KiB)."""
-    import resource
-
-    usage = [resource.getrusage(who).ru_maxrss for who in
-             (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    return round(max(usage) / 1024, 1)
-
-
-def _new_bytes(stager: Any, roots: list[str]) -> int:
-    """Bytes of the files under ``roots`` that S3 does not hold yet (as far as we know)."""
-    total = 0
-    for root in roots:
-        walk = os.walk(root) if os.path.isdir(root) else [("", [], [root])]
-        for dirpath, _dirs, names in walk:
-            for name in names:
-                path = os.path.join(dirpath, name)
-                if not stager.holds(path):
-                    total += os.path.getsize(path)
-    return total
-
-
 def run_payload(payload: JobPayload, stager: Any) -> int:
-    """Stage in, run the node, stage out; return the process exit code."""
+    """Stage in once, run the job's node (or its pack of nodes), stage each one out as it
+    finishes; return the process exit code (3 if any node raised)."""
     # Variables too large for the job's container overrides travel in the payload; set them
     # before Nipype (and numpy, which reads OMP_NUM_THREADS and the like) is imported.
     os.environ.update(payload.environment or {})
-    from nipype import config, logging
-    from nipype.utils.filemanip import loadpkl
+    from .aws.staging import StagedPath
 
-    from .aws.staging import StagedPath, find_paths
-
-    timings: dict[str, float] = {"start": time.time()}
-    node_dir = payload.node_dir
+    started = time.time()
     fetched = sum(stager.download(StagedPath(**item)) for item in payload.inputs)
-    # Paths named inside a command line that the driver did not have: the tool may write
-    # them, so their folders must exist here as they do on the driver.
-    string_paths = list(payload.string_paths)
-    for path in string_paths:
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-    pickle_path = os.path.join(node_dir, NODE_PICKLE)
-    os.makedirs(node_dir, exist_ok=True)
-    with open(pickle_path, "wb") as fh:
-        fh.write(base64.b64decode(payload.node_pickle))
-    timings["staged_in"] = time.time()
+    staged = {"start": started, "staged_in": time.time(), "files": fetched}
+    if len(payload.members) == 1 and payload.done_prefix is None:
+        member = payload.members[0]
+        info = run_member(member, stager)
+        commit_member(member, info, staged, stager)
+        return EXIT_NODE_FAILED if info["node_failed"] else 0
+    return run_pack(payload, stager, staged)
 
-    error: list[str] | None = None
-    output_files: list[str] = []
+
+def run_pack(payload: JobPayload, stager: Any, staged: dict[str, Any]) -> int:
+    """Run a pack: each member once its predecessors succeeded, up to ``payload.parallel`` at
+    once, each in a process of its own (Nipype changes directory while a node runs, and each
+    node's peak memory is its own); commit each as it ends. A member whose predecessor failed
+    is skipped; the others still run. Members an earlier attempt committed are not run again.
+    """
+    members, done_prefix = payload.members, payload.done_prefix or ""
+    state: dict[int, str] = {}
+    for name in stager.list_control(done_prefix):
+        found = read_marker(name)
+        if found is not None and found[0] < len(members):
+            state[found[0]] = found[1]
+    waited_for = {a for member in members for a in member.after}
+    for index in sorted(state):  # an earlier attempt's: what later members read comes home
+        if state[index] == MEMBER_SUCCEEDED and index in waited_for:
+            stager.fetch_node_dir(members[index].node_dir, everything=True)
+    if state:
+        print(f"nipype-batch runner: {len(state)} of {len(members)} nodes were done by an "
+              "earlier attempt", file=sys.stderr)
+
+    def mark(index: int, outcome: str) -> None:
+        state[index] = outcome
+        stager.put_bytes(member_marker(done_prefix, index, outcome), b"")
+
+    job = os.environ.get("AWS_BATCH_JOB_ID", "")
+    running: dict[int, int] = {}  # pid -> member index
+    with tempfile.TemporaryDirectory(prefix="nipype-batch-pack-") as infos:
+        while True:
+            for index, member in enumerate(members):  # in dependency order
+                if index not in state and any(
+                        state.get(a) in (MEMBER_FAILED, MEMBER_SKIPPED) for a in member.after):
+                    mark(index, MEMBER_SKIPPED)
+            busy = set(running.values())
+            ready = [i for i, m in enumerate(members) if i not in state and i not in busy
+                     and all(state.get(a) == MEMBER_SUCCEEDED for a in m.after)]
+            for index in ready[:max(1, payload.parallel) - len(running)]:
+                running[_run_forked(members[index], stager, infos, index)] = index
+            if not running:
+                break
+            index, status = _wait_any(running)
+            info = _read_info(infos, index) or _killed(members[index], status)
+            commit_member(members[index], info, staged, stager, pack={
+                "job_id": job, "index": index, "size": len(members),
+                "nodes": [m.node_name for m in members]})
+            mark(index, MEMBER_FAILED if info["node_failed"] else MEMBER_SUCCEEDED)
+    return EXIT_NODE_FAILED if any(s != MEMBER_SUCCEEDED for s in state.values()) else 0
+
+
+def _run_forked(member: PackMember, stager: Any, infos: str, index: int) -> int:
+    """Start a process that runs one member and leaves what came of it in ``infos``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
     try:
-        info = loadpkl(pickle_path)
-    except Exception:
-        # The node's pickle names a module this image lacks: the node fails as a node that
-        # raised does (a result file with the traceback, the crash file on the driver), not
-        # as the runner, which Batch would retry to the same end.
-        info = None
-        error = _fail(node_dir, payload.node_name, None)
-    os.remove(pickle_path)
-    if info is not None:
-        node = info["node"]
-        config.update_config(node.config or {})
-        logging.update_logging(config)
-        try:
-            result = node.run(updatehash=info["updatehash"])
-            outputs = _outputs_dict(result.outputs if result is not None else None)
-            output_files = sorted(p for p in find_paths(outputs) if os.path.exists(p))
-        except Exception:
-            try:
-                failed = node.result
-            except Exception:
-                failed = None
-            error = _fail(node_dir, node.name, failed)
-    timings["ran"] = time.time()
-    # Written by the tool at a path its command line named: an output like any other.
-    written = [p for p in string_paths if os.path.exists(p) and p not in output_files
-               and not (os.path.isfile(p) and stager.holds(p))]
-    output_files = sorted([*output_files, *written])
-
-    outside = [p for p in output_files
-               if not (p == node_dir or p.startswith(node_dir.rstrip("/") + "/"))]
-    runner_info = {
-        "hostname": socket.gethostname(),
-        "python": sys.version.split()[0],
-        "files_staged_in": fetched,
-        "bytes_staged_in": stager.bytes_down,
-        "bytes_to_stage_out": _new_bytes(stager, [node_dir, *outside]),
-        "peak_memory_mb": _peak_memory_mb(),
-        "output_files": output_files,
-        "node_failed": error is not None,
-        "timings": timings,
-    }
-    with open(os.path.join(node_dir, PROVENANCE_FILE), "w") as fh:
-        json.dump({"runner": runner_info}, fh, indent=1)
-    # Outputs written outside the node directory (a Function writing into a derivatives
-    # folder) go up too, before the result file commits the node; staged-in inputs that come
-    # back as outputs are skipped, their stamps being known.
-    for path in outside:
-        stager.ensure_uploaded(path)
-    stager.upload_tree(node_dir, bundle_key=payload.bundle_key)
-    return EXIT_NODE_FAILED if error else 0
+        info = run_member(member, stager)
+        path = os.path.join(infos, f"{index}.json")
+        with open(path + ".tmp", "w") as fh:
+            json.dump(info, fh)
+        os.replace(path + ".tmp", path)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
-def _fail(node_dir: str, node_name: str, result: Any) -> list[str]:
-    """Write the result file of a node that failed, holding the traceback being handled."""
-    from nipype.utils.filemanip import savepkl
+def _wait_any(running: dict[int, int]) -> tuple[int, int]:
+    """The first of ``running`` to end: (member index, wait status). Only our own
+    children are waited for (a test may run a pack in a process that has others)."""
+    while True:
+        for pid in list(running):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return running.pop(pid), status
+        time.sleep(0.01)
 
-    error = traceback.format_exception(*sys.exc_info())
-    sys.stderr.write("".join(error))
-    os.makedirs(node_dir, exist_ok=True)
-    savepkl(result_path(node_dir, node_name),
-            {"result": result, "hostname": socket.gethostname(), "traceback": error})
-    return error
+
+def _read_info(infos: str, index: int) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(infos, f"{index}.json")) as fh:
+            return json.load(fh)
+    except OSError:
+        return None
+
+
+def _killed(member: PackMember, status: int) -> dict[str, Any]:
+    """A member's process ended without saying how: the node failed, and its result file
+    says why (a kill by signal 9 is most often the container running out of memory)."""
+    if os.WIFSIGNALED(status):
+        why = f"was killed by signal {os.WTERMSIG(status)}"
+        if os.WTERMSIG(status) == 9:
+            why += " (most often: out of memory; give the node more with mem_gb)"
+    else:
+        why = f"exited with code {os.WEXITSTATUS(status)} before it finished"
+    try:
+        raise RuntimeError(f"the process running node {member.node_name} {why}")
+    except RuntimeError:
+        fail_node(member.node_dir, member.node_name, None)
+    now = time.time()
+    return {"node_failed": True, "output_files": [], "peak_memory_mb": 0.0,
+            "ran_from": now, "ran": now}
 
 
 def point_sdks_at(endpoint: str, config_dir: str,

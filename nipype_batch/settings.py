@@ -156,6 +156,26 @@ class BatchSettings:
             "only when a node on the driver needs them)."
         ),
     )
+    packing: str = field(
+        default="auto",
+        metadata=_meta(
+            "'auto' packs short nodes into one job (sized from the run history: AWS Batch "
+            "spends tens of seconds on each job before it runs); 'off' runs every node as a "
+            "job of its own."
+        ),
+    )
+    pack_target_s: float = field(
+        default=180.0,
+        metadata=_meta("Longest estimated run of a packed job, in seconds (AWS advises jobs "
+                       "of 3-5 minutes)."),
+    )
+    job_overhead_s: float | None = field(
+        default=None,
+        metadata=_meta(
+            "Seconds a job waits before it runs, which packing saves per job avoided. "
+            "Default: the backend's (measured on the local stack; AWS's published figures)."
+        ),
+    )
     poll_min_s: float = field(
         default=0.5,
         metadata=_meta("Shortest interval between status polls, used while jobs run."),
@@ -297,6 +317,16 @@ class BatchSettings:
                 "and writes logs): `nipype-batch infra up --platform fargate` makes one and "
                 "its profile sets it."
             )
+        if self.packing not in ("auto", "off"):
+            raise ConfigurationError(
+                f"packing={self.packing!r} must be 'auto' (short nodes share jobs) or 'off' "
+                "(a job per node).")
+        for name, least in (("pack_target_s", 1.0), ("job_overhead_s", 0.0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, int | float) or value < least):
+                raise ConfigurationError(
+                    f"{name}={value!r} must be a number of seconds >= {least:g}.")
         if self.progress not in ("auto", "live", "lines", "off", False, True):
             raise ConfigurationError(
                 f"progress={self.progress!r} must be 'auto', 'live', 'lines' or False."

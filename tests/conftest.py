@@ -49,6 +49,13 @@ def local_args(local_stack):
 
 
 @pytest.fixture(autouse=True)
+def _run_history_of_the_test(tmp_path, monkeypatch):
+    """Each test starts with no run history: what earlier tests measured would change how the
+    planner packs this one's nodes."""
+    monkeypatch.setenv("NIPYPE_BATCH_HISTORY", str(tmp_path / "history.sqlite"))
+
+
+@pytest.fixture(autouse=True)
 def _crash_files_in_tmp(tmp_path, monkeypatch):
     """Nipype writes crash files to the directory it started in: keep them in the test's tmp."""
     from nipype import config

@@ -25,20 +25,26 @@ def _demo(root: Path, data: str):
     return build_workflow(str(root / "work"), data, str(root / "output"))
 
 
-def test_demo_matches_linear_and_rerun_submits_nothing(tmp_path, local_args):
+@pytest.mark.parametrize("packing", ["auto", "off"])
+def test_demo_matches_linear_and_rerun_submits_nothing(tmp_path, local_args, packing):
     data = make_inputs(str(tmp_path / "data"))
     _demo(tmp_path / "linear", data).run(plugin="Linear")
 
     # a status callback plain pickle cannot carry: the MapNodes' pickles must not hold it
     events = []
+    local_args = {**local_args, "packing": packing}
     plugin = BatchPlugin({**local_args, "status_callback": lambda n, s: events.append(s)})
     _demo(tmp_path / "batch", data).run(plugin=plugin)
     assert events.count("start") == events.count("end") > 0
 
-    # files between nodes, a MapNode (3 subnodes x 2 subjects: 2 array jobs, each MapNode
-    # collated on the driver), iterables and a JoinNode
-    assert len(plugin.submitted_job_ids) == 2 + 6 + 2 + 1
-    assert len(plugin.array_job_ids) == 2
+    # files between nodes, a MapNode (3 subnodes x 2 subjects, each MapNode collated on the
+    # driver), iterables and a JoinNode
+    if packing == "off":  # a job per node: 2 loads, 6 subnodes (2 arrays), 2 summaries, group
+        assert len(plugin.submitted_job_ids) == 2 + 6 + 2 + 1
+        assert len(plugin.array_job_ids) == 2
+    else:  # each MapNode's 3 short subnodes in one job
+        assert len(plugin.submitted_job_ids) == 2 + 2 + 2 + 1
+        assert plugin.array_job_ids == []
     assert node_dirs(tmp_path / "linear" / "work") == node_dirs(tmp_path / "batch" / "work")
     compared = assert_same_tree(tmp_path / "linear" / "work", tmp_path / "batch" / "work")
     assert compared >= 10
@@ -82,8 +88,9 @@ def _failing_workflow(base: Path) -> Workflow:
     return wf
 
 
-def test_failing_node_gives_crash_file_and_other_branches_finish(tmp_path, local_args):
-    plugin = BatchPlugin(local_args)
+@pytest.mark.parametrize("packing", ["auto", "off"])
+def test_failing_node_gives_crash_file_and_other_branches_finish(tmp_path, local_args, packing):
+    plugin = BatchPlugin({**local_args, "packing": packing})
     with pytest.raises(RuntimeError, match="boom-7"):
         _failing_workflow(tmp_path).run(plugin=plugin)
 
@@ -95,9 +102,49 @@ def test_failing_node_gives_crash_file_and_other_branches_finish(tmp_path, local
     assert (tmp_path / "fails" / "good" / "ok.txt").read_text() == "ok 1\n"
     assert (tmp_path / "fails" / "after_good" / "result_after_good.pklz").exists()
     assert not (tmp_path / "fails" / "after_bad").exists()
-    assert len(plugin.submitted_job_ids) == 3  # bad, good, after_good
+    # bad, good, after_good; packed, each branch is one job
+    assert len(plugin.submitted_job_ids) == (2 if packing == "auto" else 3)
     # the failed node is not mistaken for a cached one on the next run
     assert not (tmp_path / "fails" / "bad" / "result_bad.pklz").exists()
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_a_packs_middle_node_fails_alone_its_siblings_and_other_branches_finish(
+        tmp_path, local_args):
+    wf = Workflow(name="mid", base_dir=str(tmp_path))
+    wf.config["execution"]["crashdump_dir"] = str(tmp_path / "crashes")
+    first = Node(Function(["x"], ["out"], _double), name="first")
+    first.inputs.x = 3
+    middle = Node(Function(["x"], ["out"], _boom), name="middle")
+    last = Node(Function(["x"], ["out"], _double), name="last")
+    sibling = Node(Function(["x"], ["out"], _double), name="sibling")
+    other = Node(Function(["x"], ["out"], _double), name="other")
+    other.inputs.x = 5
+    wf.connect([(first, middle, [("out", "x")]), (middle, last, [("out", "x")]),
+                (first, sibling, [("out", "x")])])
+    wf.add_nodes([other])
+    plugin = BatchPlugin(local_args)
+    with pytest.raises(RuntimeError, match="boom-6"):
+        wf.run(plugin=plugin)
+
+    assert len(plugin.submitted_job_ids) == 2  # first..sibling in one job; other
+    crashes = glob.glob(str(tmp_path / "crashes" / "crash-*-middle-*.pklz"))
+    assert len(crashes) == 1
+    crash = loadcrash(crashes[0])
+    assert "ValueError: boom-6: this node fails on purpose" in "".join(crash["traceback"])
+    assert "/opt/nipype-batch/" in "".join(crash["traceback"])  # raised in the job
+    assert not (tmp_path / "mid" / "last").exists()  # its downstream: skipped
+    for name, value in (("first", 6), ("sibling", 12), ("other", 10)):
+        result = loadpkl(str(tmp_path / "mid" / name / f"result_{name}.pklz"))
+        assert result.outputs.out == value
+    record = json.loads((tmp_path / "mid" / "sibling" / "_nipype_batch.json").read_text())
+    assert record["runner"]["pack"]["nodes"] == ["first", "middle", "last", "sibling"] or \
+        sorted(record["runner"]["pack"]["nodes"]) == ["first", "last", "middle", "sibling"]
+    assert record["job"]["job_id"] == json.loads(
+        (tmp_path / "mid" / "first" / "_nipype_batch.json").read_text())["job"]["job_id"]
 
 
 def _touch(x):

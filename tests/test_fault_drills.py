@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from nipype import Function, Node, Workflow
+from nipype.utils.filemanip import loadpkl
 
 from nipype_batch import BatchPlugin
 
@@ -62,6 +63,7 @@ def _kill_first_container(docker, name_part: str, after_s: float, done: threadin
 
 
 def test_container_killed_mid_run_is_retried(tmp_path, local_args, local_stack):
+    local_args = {**local_args, "packing": "off"}  # a job per node (a pack: the drill below)
     _two_step(tmp_path / "calm", "drill", 0).run(plugin="Linear")
 
     done, killed = threading.Event(), []
@@ -84,6 +86,74 @@ def test_container_killed_mid_run_is_retried(tmp_path, local_args, local_stack):
     for rel in ("square/square.txt", "plus/plus_one.txt"):
         calm = (tmp_path / "calm" / "drill" / rel).read_text()
         assert (tmp_path / "killed" / "drill" / rel).read_text() == calm
+
+
+def _stamp(x):
+    import os
+    import time
+
+    out = os.path.abspath("stamp.txt")
+    with open(out, "w") as fh:
+        fh.write(f"{x} {time.time_ns()}\n")
+    return out
+
+
+def _first_plus_one(in_file):
+    with open(in_file) as fh:
+        return int(fh.read().split()[0]) + 1
+
+
+def _wait_then_pass(in_file, seconds):
+    import time
+
+    time.sleep(seconds)
+    return in_file
+
+
+def _kill_once_committed(docker, stager, prefix: str, name_part: str, done: threading.Event,
+                         seen: dict[str, str]) -> None:
+    """Once a pack's first node has committed, keep what S3 holds of it and kill the job."""
+    deadline = time.monotonic() + 120
+    while not done.is_set() and time.monotonic() < deadline:
+        if any(name.endswith("/0.succeeded") for name in stager.list_control(prefix)):
+            for container in docker.containers.list(filters={"name": name_part}):
+                seen["stamp"] = stager.get_bytes(stager.key_for(seen["path"])).decode()
+                container.kill()
+                seen["killed"] = container.name
+                return
+        time.sleep(0.1)
+
+
+def test_a_pack_killed_after_its_first_node_committed_does_not_run_it_again(
+        tmp_path, local_args, local_stack):
+    wf = Workflow(name="killpack", base_dir=str(tmp_path))
+    stamp = Node(Function(["x"], ["out"], _stamp), name="stamp")
+    stamp.inputs.x = 3
+    wait = Node(Function(["in_file", "seconds"], ["out"], _wait_then_pass), name="wait")
+    wait.inputs.seconds = 6
+    plus = Node(Function(["in_file"], ["out"], _first_plus_one), name="plus")
+    wf.connect([(stamp, wait, [("out", "in_file")]), (wait, plus, [("out", "in_file")])])
+    plugin = BatchPlugin({**local_args, "attempts": 2})
+    stager = plugin.cloud.stager
+    done = threading.Event()
+    seen = {"path": str(tmp_path / "killpack" / "stamp" / "stamp.txt")}
+    killer = threading.Thread(target=_kill_once_committed, args=(
+        local_stack.docker, stager, stager.control_key(plugin.run_id, "packs"),
+        "killpack_stamp", done, seen))
+    killer.start()
+    try:
+        wf.run(plugin=plugin)
+    finally:
+        done.set()
+        killer.join()
+
+    assert seen.get("killed"), "the drill never saw the first node commit"
+    assert len(plugin.submitted_job_ids) == 1  # one job for the three nodes
+    record = json.loads((tmp_path / "killpack" / "plus" / "_nipype_batch.json").read_text())
+    assert record["job"]["attempts"] == 2
+    # the retry did not run the committed node again: its output is the first attempt's
+    assert (tmp_path / "killpack" / "stamp" / "stamp.txt").read_text() == seen["stamp"]
+    assert loadpkl(str(tmp_path / "killpack" / "plus" / "result_plus.pklz")).outputs.out == 4
 
 
 def _raise_value_error(x):

@@ -316,6 +316,17 @@ class Stager:
         self._count(up=len(data))
         return f"s3://{self.bucket}/{key}"
 
+    def list_control(self, prefix_key: str) -> list[str]:
+        """Last key parts of the control objects under ``prefix_key`` (one request a page)."""
+        prefix = prefix_key.rstrip("/") + "/"
+        paginator = self.s3.get_paginator("list_objects_v2")
+        try:
+            return [obj["Key"][len(prefix):]
+                    for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                    for obj in page.get("Contents", [])]
+        except ClientError as exc:
+            raise StagingError(f"could not list s3://{self.bucket}/{prefix}: {exc}") from exc
+
     def get_bytes(self, key: str, missing_ok: bool = False) -> bytes | None:
         """Read a control object (None if it does not exist and ``missing_ok``)."""
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..protocol import JobPayload
@@ -29,6 +29,15 @@ class SubmittedJob:
     bundle_key: str | None = None  # the node's bookkeeping in one object (see bundles)
     history_key: str = ""  # the node in the run history (see history.history_key)
     interface: str = ""  # its interface's class, module-qualified
+    # A node of a pack (a job running several nodes): where the runner marks each member
+    # done, this node's place in the pack, and the pack's node directories.
+    done_prefix: str | None = None
+    pack_index: int | None = None
+    pack_dirs: list[str] | None = None
+
+    @property
+    def in_pack(self) -> bool:
+        return self.done_prefix is not None
 
     def journal_entry(self) -> dict[str, Any]:
         """What the journal keeps, so that a later driver can pick the job up."""
@@ -42,7 +51,8 @@ class SubmittedJob:
 
 @dataclass
 class PreparedJob:
-    """A node staged and pickled, waiting for the end of the pass to be submitted."""
+    """A job staged and pickled, waiting for the end of the pass to be submitted: one node,
+    or a pack of nodes (``members``: each node's task id, None until Nipype asks for it)."""
 
     taskid: int
     job: SubmittedJob
@@ -50,6 +60,7 @@ class PreparedJob:
     environment: dict[str, str]
     tags: dict[str, str]
     array_group: str | None  # the MapNode directory of a subnode: its siblings share an array
+    members: list[tuple[int | None, SubmittedJob]] = field(default_factory=list)
 
 
 def nipype_result(traceback: list[str] | None = None, hostname: str | None = None,

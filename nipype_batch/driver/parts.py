@@ -32,7 +32,7 @@ class RunParts:
              base_dir: str | None) -> None:
         """Build the parts on ``cloud``; the journal lives under the workflow's base dir."""
         self.journal = Journal(base_dir or tempfile.gettempdir())
-        self.flight = JobsInFlight(cloud.batch, settings, self.journal)
+        self.flight = JobsInFlight(cloud.batch, settings, self.journal, cloud.stager)
         self.submitter = Submitter(cloud, settings, run_id, images.image_for, self.flight,
                                    base_dir)
         self.resumer = Resumer(cloud.batch, cloud.stager, settings, self.journal)

@@ -5,12 +5,26 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from ..aws.status import FINISHED_STATES, JobState, JobStatus, next_poll_interval
 from ..journal import Journal
+from ..protocol import MEMBER_FAILED, MEMBER_SUCCEEDED, read_marker
 from ..settings import BatchSettings
 from .jobs import SubmittedJob
+
+# What a pack's member marker says of the node, as a job's outcome would.
+_MEMBER_OUTCOME = {MEMBER_SUCCEEDED: (JobState.SUCCEEDED, 0), MEMBER_FAILED: (JobState.FAILED, 3)}
+
+
+def member_status(job_status: JobStatus, state: str) -> JobStatus:
+    """A pack member's status: its job's, with the member's own outcome."""
+    outcome, code = _MEMBER_OUTCOME.get(state, (JobState.FAILED, None))
+    if outcome is JobState.SUCCEEDED or code is not None:
+        return replace(job_status, state=outcome, exit_code=code, reason=None)
+    return replace(job_status, state=outcome, exit_code=None,
+                   reason="skipped: a node it waits for in the same job failed")
 
 log = logging.getLogger("nipype_batch")
 
@@ -23,14 +37,19 @@ class JobsInFlight:
     states seen (see :func:`next_poll_interval`).
     """
 
-    def __init__(self, batch: Any, settings: BatchSettings, journal: Journal) -> None:
+    def __init__(self, batch: Any, settings: BatchSettings, journal: Journal,
+                 stager: Any = None) -> None:
         self.batch = batch
+        self.stager = stager  # lists the markers of packs
         self.settings = settings
         self.journal = journal
         self.jobs: dict[int, SubmittedJob] = {}
         self.statuses: dict[str, JobStatus] = {}
         self.array_statuses: dict[str, JobStatus] = {}
         self._array_children: Counter[str] = Counter()  # children in flight per array
+        self._tasks_of: Counter[str] = Counter()  # tasks waiting per job (a pack's nodes)
+        # Each pack's member markers seen so far: done prefix -> {member index: state}.
+        self._marked: dict[str, dict[int, str]] = {}
         self.interval = settings.poll_min_s
         self.next_poll = 0.0
         self.polls = 0  # each one DescribeJobs per 100 jobs or arrays
@@ -38,12 +57,13 @@ class JobsInFlight:
         self.array_job_ids: list[str] = []
 
     def track(self, taskid: int, job: SubmittedJob, submitted: bool = True) -> None:
-        """Wait for ``job``; ``submitted`` is False for a job an earlier driver submitted."""
+        """Wait for ``job`` (one node's view of it: a pack's nodes share one job);
+        ``submitted`` is False for a job an earlier driver submitted."""
         self.jobs[taskid] = job
+        self._tasks_of[job.job_id] += 1
         if job.array_job_id:
             self._array_children[job.array_job_id] += 1
-        if submitted:
-            self.submitted_job_ids.append(job.job_id)
+        if submitted and job.hashvalue:
             self.journal.record(job.node_dir, job.hashvalue, job.journal_entry())
 
     def forget(self, taskid: int) -> None:
@@ -51,8 +71,13 @@ class JobsInFlight:
         job = self.jobs.pop(taskid, None)
         if job is None:
             return
-        self.journal.forget(job.node_dir, job.hashvalue)
-        self.statuses.pop(job.job_id, None)
+        if job.hashvalue:
+            self.journal.forget(job.node_dir, job.hashvalue)
+        self._tasks_of[job.job_id] -= 1
+        if not self._tasks_of[job.job_id]:  # the last node of its job
+            del self._tasks_of[job.job_id]
+            self.statuses.pop(job.job_id, None)
+            self._marked.pop(job.done_prefix or "", None)
         if job.array_job_id:
             self._array_children[job.array_job_id] -= 1
             if not self._array_children[job.array_job_id]:
@@ -63,8 +88,18 @@ class JobsInFlight:
         return time.monotonic() >= self.next_poll
 
     def finished_status(self, taskid: int) -> JobStatus | None:
-        """The job's final status once it has ended, else None."""
-        status = self.statuses.get(self.jobs[taskid].job_id)
+        """The node's final status once its job has ended, else None. A node of a pack ends
+        when its marker appears: then its job's status as the node saw it."""
+        job = self.jobs[taskid]
+        status = self.statuses.get(job.job_id)
+        if job.done_prefix is not None and job.pack_index is not None:
+            state = self._marked.get(job.done_prefix, {}).get(job.pack_index)
+            # A failed node waits for its job to end: its crash file gets the job's log,
+            # which reaches CloudWatch late (and nothing but its own downstream waits).
+            if state == MEMBER_SUCCEEDED and status is not None:
+                return member_status(status, state)
+            if state is not None and status is not None and status.state.done:
+                return member_status(status, state)
         return status if status is not None and status.state.done else None
 
     def refresh(self) -> Counter:
@@ -84,18 +119,34 @@ class JobsInFlight:
                 waiting.setdefault(job.array_job_id, []).append(job.array_index)
         for array_id, indices in waiting.items():
             self.statuses.update(self.batch.describe_children(array_id, indices))
+        self._read_markers(in_flight)
         states = self._states(in_flight, top)
         self.interval = next_poll_interval(states.elements(), self.interval,
                                            self.settings.poll_min_s, self.settings.poll_max_s)
         self.next_poll = time.monotonic() + self.interval
         return states
 
+    def _read_markers(self, in_flight: list[SubmittedJob]) -> None:
+        """List the markers of each pack that runs (or has just ended) and has nodes Nipype
+        waits for: one request per pack, and its nodes resolve one by one."""
+        prefixes = set()
+        for job in in_flight:
+            status = self.statuses.get(job.job_id)
+            if (job.done_prefix is None or status is None
+                    or status.state not in (JobState.RUNNING, *FINISHED_STATES)):
+                continue
+            if job.pack_index not in self._marked.get(job.done_prefix, {}):
+                prefixes.add(job.done_prefix)
+        for prefix in sorted(prefixes):
+            found = (read_marker(name) for name in self.stager.list_control(prefix))
+            self._marked[prefix] = dict(item for item in found if item is not None)
+
     def _states(self, in_flight: list[SubmittedJob], top: set[str]) -> Counter:
         """How many jobs in flight are in each state; an array counts its children."""
         states: Counter = Counter()
-        for job in in_flight:
-            if job.job_id in self.statuses:
-                states[self.statuses[job.job_id].state] += 1
+        for job_id in dict.fromkeys(job.job_id for job in in_flight):  # a pack counts once
+            if job_id in self.statuses:
+                states[self.statuses[job_id].state] += 1
         for array_id in top & set(self.array_statuses):
             summary = self.array_statuses[array_id].array_summary or {}
             for state, count in summary.items():

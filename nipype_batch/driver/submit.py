@@ -9,6 +9,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from traceback import format_exception
 from typing import Any
 
@@ -19,7 +20,7 @@ from ..aws.batch import child_job_id, fits_overrides
 from ..aws.staging import StagedPath
 from ..history import history_key
 from ..platforms import capability
-from ..protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV, JobPayload
+from ..protocol import ARRAY_INDEX_PLACEHOLDER, PAYLOAD_ENV, JobPayload, PackMember
 from ..resources import JobResources, fargate_fit, resources_for
 from ..settings import BatchSettings
 from .arrays import array_job_name, group_for_arrays, mapflow_parent
@@ -30,6 +31,17 @@ from .poll import JobsInFlight
 log = logging.getLogger("nipype_batch")
 
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass
+class PackNode:
+    """A node of a job to prepare: its task id (None until Nipype asks for the node), the
+    hash of its inputs where known, and the nodes of the same job it waits for."""
+
+    node: Any
+    taskid: int | None
+    hashvalue: str = ""
+    after: tuple[int, ...] = ()
 
 
 class Submitter:
@@ -46,29 +58,94 @@ class Submitter:
         self.image_for = image_for
         self.flight = flight
         self._prepared: list[PreparedJob] = []
+        self._subnodes: dict[str, list[tuple[PackNode, bool]]] = {}  # by MapNode directory
+        # How many of a MapNode's subnodes one job runs: (history key, count) -> size.
+        self.chunk: Callable[[str, int], int] | None = None
 
     def prepare(self, node: Any, updatehash: bool, taskid: int, hashvalue: str) -> None:
-        """Stage the node's inputs and write its payload; it is submitted by :meth:`flush`."""
+        """Stage the node's inputs and write its payload; it is submitted by :meth:`flush`.
+        A MapNode's subnodes wait for the end of the pass, to run in chunks (see ``chunk``)."""
+        item = PackNode(node, taskid, hashvalue)
+        parent = mapflow_parent(node.output_dir())
+        if parent is not None and self.chunk is not None:
+            self._subnodes.setdefault(parent, []).append((item, updatehash))
+            return
+        self._prepare([item], resources_for(node, self.settings), updatehash, taskid, parent)
+
+    def _prepare_subnodes(self) -> dict[int, list[str]]:
+        """Each MapNode's subnodes of this pass in chunks, one job (array child) each."""
+        subnodes, self._subnodes = self._subnodes, {}
+        failures: dict[int, list[str]] = {}
+        for parent, items in subnodes.items():
+            size = self.chunk(self._history_key(items[0][0].node, parent), len(items)) \
+                if self.chunk else 1
+            for start in range(0, len(items), size):
+                chunk = items[start:start + size]
+                first = chunk[0][0]
+                try:
+                    self._prepare([item for item, _u in chunk],
+                                  resources_for(first.node, self.settings), chunk[0][1],
+                                  first.taskid or 0, parent)
+                except Exception:
+                    failure = format_exception(*sys.exc_info())
+                    failures.update((item.taskid, failure) for item, _u in chunk
+                                    if item.taskid is not None)
+        if subnodes and self.chunk:
+            log.info("MapNode subnodes in chunks: %s", ", ".join(
+                f"{len(items)} of {os.path.basename(parent)}" for parent, items in
+                subnodes.items()))
+        return failures
+
+    def prepare_pack(self, nodes: list[PackNode], resources: JobResources, updatehash: bool,
+                     taskid: int) -> PreparedJob:
+        """Stage and write one job that runs ``nodes`` (in dependency order); submitted by
+        :meth:`flush`. ``taskid`` names its control objects."""
+        return self._prepare(nodes, resources, updatehash, taskid)
+
+    def _prepare(self, nodes: list[PackNode], resources: JobResources, updatehash: bool,
+                 taskid: int, array_group: str | None = None) -> PreparedJob:
         cloud, stager = self.cloud, self.cloud.stager
-        resources = resources_for(node, self.settings)
         if self.settings.platform == "fargate":
             resources = fargate_fit(resources)
         image = self.image_for(resources)
         definition = cloud.batch.ensure_job_definition(
             image, self.settings.job_role_arn, capability(self.settings.platform),
             self.settings.execution_role_arn)
-        node_dir = node.output_dir()
-        staged, may_write = stage_inputs(node, node_dir, stager)
-        if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories
-            staged.append(StagedPath(node_dir, "remote"))
-        job_name = self.job_name(node)
-        if hasattr(node, "use_plugin"):
-            node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
-        bundle_key = stager.control_key(self.run_id, "bundles", f"{taskid}.tar")
-        payload = JobPayload(
-            bucket=stager.bucket, prefix=stager.prefix, node_dir=node_dir, node_name=node.name,
-            node_pickle=_pickled(node, updatehash), bundle_key=bundle_key,
-            inputs=[vars(s) for s in staged], string_paths=may_write)
+        first = nodes[0].node
+        queue = resources.job_queue or cloud.job_queue
+        is_pack = len(nodes) > 1
+        job_name = self.job_name(first, len(nodes))
+        done_prefix = stager.control_key(self.run_id, "packs", str(taskid)) if is_pack else None
+        inputs: dict[str, StagedPath] = {}
+        members, views = [], []
+        dirs = [item.node.output_dir() for item in nodes]
+        for index, item in enumerate(nodes):
+            node, node_dir = item.node, dirs[index]
+            staged, may_write = stage_inputs(node, node_dir, stager)
+            if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories
+                staged.append(StagedPath(node_dir, "remote"))
+            for path in staged:
+                # a pack's own outputs are made in the job, not fetched
+                if not any(is_within(path.path, d) for d in dirs if d != node_dir):
+                    inputs.setdefault(path.path, path)
+            if hasattr(node, "use_plugin"):
+                node.use_plugin = None  # holds the user's plugin_args, maybe unpicklable
+            bundle_key = stager.control_key(
+                self.run_id, "bundles", f"{taskid}-{index}.tar" if is_pack else f"{taskid}.tar")
+            members.append(PackMember(
+                node_dir=node_dir, node_name=node.name, node_pickle=_pickled(node, updatehash),
+                bundle_key=bundle_key, string_paths=may_write, after=list(item.after)))
+            views.append(SubmittedJob(
+                job_id="", job_name=job_name, node_name=node.name, node_dir=node_dir,
+                is_mapnode=isinstance(node, MapNode), queue=queue, definition=definition,
+                image=image, resources=resources, hashvalue=item.hashvalue,
+                bundle_key=bundle_key, history_key=self._history_key(node, node_dir),
+                interface=f"{type(node.interface).__module__}.{type(node.interface).__name__}",
+                done_prefix=done_prefix, pack_index=index if is_pack else None,
+                pack_dirs=dirs if is_pack else None))
+        payload = JobPayload(bucket=stager.bucket, prefix=stager.prefix, members=members,
+                             inputs=[vars(s) for s in inputs.values()], done_prefix=done_prefix,
+                             parallel=resources.vcpus)
         environment = {**self.settings.environment, **cloud.job_environment}
         # the longest payload URI this job may get (an array child's is a little longer)
         uri = "s3://{}/{}/{}".format(stager.bucket, stager.control_key(
@@ -79,19 +156,19 @@ class Submitter:
             environment = dict(cloud.job_environment)
         tags = {
             "nipype-batch:run": self.run_id,
-            "nipype-batch:node": node.fullname[-256:],
-            "nipype-batch:hash": hashvalue,
+            "nipype-batch:node": first.fullname[-256:],
         }
-        job = SubmittedJob(
-            job_id="", job_name=job_name, node_name=node.name, node_dir=node_dir,
-            is_mapnode=isinstance(node, MapNode), queue=resources.job_queue or cloud.job_queue,
-            definition=definition, image=image, resources=resources, hashvalue=hashvalue,
-            bundle_key=bundle_key, history_key=self._history_key(node, node_dir),
-            interface=f"{type(node.interface).__module__}.{type(node.interface).__name__}",
-        )
-        self._prepared.append(PreparedJob(taskid=taskid, job=job, payload=payload,
-                                          environment=environment, tags=tags,
-                                          array_group=mapflow_parent(node_dir)))
+        if nodes[0].hashvalue and not is_pack:
+            tags["nipype-batch:hash"] = nodes[0].hashvalue
+        if is_pack:
+            tags["nipype-batch:nodes"] = str(len(nodes))
+        prepared = PreparedJob(taskid=taskid, job=views[0], payload=payload,
+                               environment=environment, tags=tags,
+                               array_group=array_group,
+                               members=[(item.taskid, view)
+                                        for item, view in zip(nodes, views, strict=True)])
+        self._prepared.append(prepared)
+        return prepared
 
     def _history_key(self, node: Any, node_dir: str) -> str:
         # A MapNode's subnodes have the mapflow folder as base_dir: key them from the run's.
@@ -99,14 +176,16 @@ class Submitter:
             return history_key(node_dir, self.work_dir)
         return history_key(node_dir, node.base_dir)
 
-    def job_name(self, node: Any) -> str:
+    def job_name(self, node: Any, nodes: int = 1) -> str:
+        """The job's name: its (first) node's, and how many nodes a pack holds."""
         name = f"{self.cloud.job_name_prefix}{self.settings.job_name_prefix}-{node.fullname}"
-        return _JOB_NAME_UNSAFE.sub("_", name)[:128]
+        suffix = f"-and-{nodes - 1}" if nodes > 1 else ""
+        return _JOB_NAME_UNSAFE.sub("_", name)[:128 - len(suffix)] + suffix
 
     def flush(self) -> dict[int, list[str]]:
         """Submit everything prepared; return the failures by task id."""
+        failures = self._prepare_subnodes()
         prepared, self._prepared = self._prepared, []
-        failures: dict[int, list[str]] = {}
         for group in group_for_arrays(prepared, lambda p: (
                 p.array_group and (p.array_group, p.job.queue, p.job.definition,
                                    p.job.resources))):
@@ -118,7 +197,8 @@ class Submitter:
             except Exception:
                 failure = format_exception(*sys.exc_info())
                 for item in group:
-                    failures[item.taskid] = failure
+                    failures.update((taskid, failure) for taskid, _view in item.members
+                                    if taskid is not None)
         return failures
 
     def _submit_one(self, item: PreparedJob) -> None:
@@ -126,13 +206,24 @@ class Submitter:
         key = stager.control_key(self.run_id, f"{item.taskid}-{item.job.job_name}.json")
         payload_uri = stager.put_bytes(key, item.payload.to_json())
         job = item.job
-        job.job_id = self.cloud.batch.submit(
+        job_id = self.cloud.batch.submit(
             job.job_name, job.queue, job.definition, job.resources,
             {**item.environment, PAYLOAD_ENV: payload_uri}, item.tags,
         )
-        self.flight.track(item.taskid, job)
-        log.info("Submitted %s as job %s (%d vCPU, %d MiB)", item.tags["nipype-batch:node"],
-                 job.job_id, job.resources.vcpus, job.resources.memory_mb)
+        self._track(item, job_id)
+        what = (f"{len(item.members)} nodes from {item.tags['nipype-batch:node']}"
+                if len(item.members) > 1 else item.tags["nipype-batch:node"])
+        log.info("Submitted %s as job %s (%d vCPU, %d MiB)", what, job_id,
+                 job.resources.vcpus, job.resources.memory_mb)
+
+    def _track(self, item: PreparedJob, job_id: str, array_id: str | None = None,
+               index: int | None = None) -> None:
+        """Every node of a submitted job that Nipype waits for is now in flight."""
+        for taskid, view in item.members:
+            view.job_id, view.array_job_id, view.array_index = job_id, array_id, index
+            if taskid is not None:
+                self.flight.track(taskid, view)
+        self.flight.submitted_job_ids.append(job_id)
 
     def _submit_array(self, group: list[PreparedJob]) -> None:
         """One array job for ``group``; child ``i`` reads payload ``<prefix>/i.json``."""
@@ -151,9 +242,7 @@ class Submitter:
         )
         self.flight.array_job_ids.append(array_id)
         for index, item in enumerate(group):
-            item.job.job_id = child_job_id(array_id, index)
-            item.job.array_job_id, item.job.array_index = array_id, index
-            self.flight.track(item.taskid, item.job)
+            self._track(item, child_job_id(array_id, index), array_id, index)
         log.info("Submitted %d nodes of %s as array job %s (%d vCPU, %d MiB each)", len(group),
                  group[0].array_group, array_id, first.resources.vcpus, first.resources.memory_mb)
 

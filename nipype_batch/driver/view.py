@@ -80,8 +80,9 @@ class RunCost:
         if prices is None:
             return None
         now_ms = time.time() * 1000
+        jobs = {job.job_id: job for job in in_flight}.values()  # a pack's nodes share one
         running = sum(job_cost(job, status.started_at, status.stopped_at or now_ms, prices)
-                      for job in in_flight
+                      for job in jobs
                       if (status := statuses.get(job.job_id)) is not None and status.started_at)
         total = (self._collected + running) * (1 - prices.spot_discount if prices.spot else 1)
         return f"{prices.currency} {significant(total)}"
