@@ -103,6 +103,7 @@ class Host:
     number: int
     vcpus: float
     ready_at: float  # simulated seconds
+    launched_at: float = -math.inf
     used: float = 0.0
     images: dict[str, float] = field(default_factory=dict)  # image -> when its pull ends
 
@@ -422,6 +423,9 @@ class SimulatedBatch:
     def _on_container_started(self, job: SimulatedJob, at: float) -> None:
         if job.status in FINISHED_STATES:
             return
+        # handed to the worker pool; RUNNING - DISPATCHED is time spent waiting for a free
+        # worker process, which real Batch does not have (more workers make it shorter)
+        job.timeline["DISPATCHED"] = at
         env = {**self.job_environment, "AWS_BATCH_JOB_ID": job.job_id}
         env.update({e["name"]: e["value"] for e in job.overrides.get("environment", [])})
         if job.index is not None:
@@ -480,7 +484,7 @@ class SimulatedBatch:
     def _launch(self, vcpus: float, now: float) -> Host:
         number = len(self.hosts)
         ready = now + self.profile.host_launch.draw(self.profile.rng("host", number))
-        host = Host(number, vcpus, ready_at=ready)
+        host = Host(number, vcpus, ready_at=ready, launched_at=now)
         self.hosts.append(host)
         self._at(ready, "host_ready", host)
         return host
