@@ -219,12 +219,3 @@ AWS_FARGATE = LatencyProfile(
 
 PROFILES = {p.name: p for p in (ZERO, LOCAL_STACK, AWS_EC2, AWS_FARGATE)}
 
-
-def expected_makespan_floor_s(critical_path_s: float, profile: LatencyProfile,
-                              levels: int = 1) -> float:
-    """Critical path plus ``levels`` job overheads and a cold start: no schedule beats it."""
-    return critical_path_s + levels * profile.job_overhead_s() + profile.cold_start_s()
-
-
-__all__ = ["AWS_EC2", "AWS_FARGATE", "LOCAL_STACK", "PROFILES", "ZERO", "Delay",
-           "LatencyProfile", "expected_makespan_floor_s"]
