@@ -18,6 +18,7 @@ from .aws.staging import Stager
 from .cloud import Cloud
 from .images.registries import PlainRegistry
 from .local.directory_s3 import DirectoryS3
+from .local.latency import ZERO, LatencyProfile
 from .local.simulated_batch import DIRECTORY_S3_ENV, QUEUE, REGION, SimulatedBatch
 from .local.stack import THROWAWAY_KEY, start_emulator
 from .plugin import BatchPlugin
@@ -46,9 +47,13 @@ class SimulatedStack:
     ``cloud`` is what a :class:`~nipype_batch.plugin.BatchPlugin` uses instead of connecting.
     Objects go to the emulator's S3, or with ``s3_directory`` to a
     :class:`~nipype_batch.local.directory_s3.DirectoryS3` there (for 10,000 jobs).
+    ``profile`` and ``time_scale`` go to the
+    :class:`~nipype_batch.local.simulated_batch.SimulatedBatch`: Batch's delays and capacity,
+    and real seconds per simulated second.
     """
 
-    def __init__(self, workers: int = 2, s3_directory: str | None = None) -> None:
+    def __init__(self, workers: int = 2, s3_directory: str | None = None,
+                 profile: LatencyProfile = ZERO, time_scale: float = 1.0) -> None:
         self.emulator = start_emulator()
         endpoint = f"http://127.0.0.1:{self.emulator.port}"
         session = boto3.Session(aws_access_key_id=THROWAWAY_KEY,
@@ -66,7 +71,8 @@ class SimulatedStack:
             job_environment[DIRECTORY_S3_ENV] = s3_directory
         else:
             s3 = client("s3")
-        self.batch = SimulatedBatch(job_environment, workers=workers)
+        self.batch = SimulatedBatch(job_environment, workers=workers, profile=profile,
+                                    time_scale=time_scale)
         s3.create_bucket(Bucket=QUEUE)
         self.cloud = Cloud(
             batch=BatchClient(counter.attach(self.batch.client(session)), client("logs")),

@@ -122,3 +122,221 @@ def test_subnodes_deleted_locally_are_recovered_from_s3_without_jobs(tmp_path, s
     assert rerun.submitted_job_ids == []
     assert len(list((tmp_path / "mapped" / "each" / "mapflow").glob("_each*/result_*.pklz"))) == 6
     assert (tmp_path / "mapped" / "total" / "result_total.pklz").exists()
+
+
+# ---- Batch's latency, played back from a profile ------------------------------------------
+
+
+def _sleeps(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+class _Service:
+    """A SimulatedBatch spoken to through its botocore client, with one job definition.
+
+    Its jobs carry no payload: the runner exits at once (code 2), which is all it takes to
+    watch Batch's states and timings around them.
+    """
+
+    def __init__(self, profile, time_scale):
+        import boto3
+
+        from nipype_batch.local.simulated_batch import REGION, SimulatedBatch
+
+        self.batch = SimulatedBatch({}, workers=2, profile=profile, time_scale=time_scale)
+        session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x",
+                                region_name=REGION)
+        self.client = self.batch.client(session)
+        self.definition = self.client.register_job_definition(
+            jobDefinitionName="no-payload", type="container",
+            containerProperties={"image": "job:1", "resourceRequirements": [
+                {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]},
+        )["jobDefinitionArn"]
+
+    def submit(self, count=1):
+        return [self.client.submit_job(jobName=f"j{i}", jobQueue="simulated",
+                                       jobDefinition=self.definition)["jobId"]
+                for i in range(count)]
+
+    def wait(self, ids, timeout_s=20.0):
+        """Poll until every job has finished; return the distinct statuses each went through."""
+        import time
+
+        seen: dict[str, list[str]] = {i: [] for i in ids}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for job in self.client.describe_jobs(jobs=ids)["jobs"]:
+                if not seen[job["jobId"]] or seen[job["jobId"]][-1] != job["status"]:
+                    seen[job["jobId"]].append(job["status"])
+            if all(s and s[-1] in ("SUCCEEDED", "FAILED") for s in seen.values()):
+                return seen
+            time.sleep(0.005)
+        raise AssertionError(f"jobs still unfinished after {timeout_s} s: {seen}")
+
+    def timeline(self, job_id):
+        return self.batch.jobs[job_id].timeline
+
+
+@pytest.fixture
+def service(request):
+    made = []
+
+    def make(profile, time_scale=1 / 100):
+        made.append(_Service(profile, time_scale))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.batch.shutdown()
+
+
+def _profile(**delays):
+    from nipype_batch.local.latency import Delay, LatencyProfile
+
+    return LatencyProfile("test", **{k: Delay.fixed(v) if isinstance(v, int | float) and
+                                     k not in ("image_mb", "pull_mb_per_s", "host_vcpus",
+                                               "max_vcpus") else v
+                                     for k, v in delays.items()})
+
+
+def test_a_job_goes_through_batch_states_in_order_in_simulated_time(service):
+    import time
+
+    svc = service(_profile(submitted_to_runnable=10, runnable_to_starting=20,
+                           starting_to_running=30, running_to_done=5))
+    started = time.monotonic()
+    [job_id] = svc.submit()
+    seen = svc.wait([job_id])[job_id]
+    real_s = time.monotonic() - started
+
+    # RUNNING lasts as long as the runner (milliseconds): a poll may miss it
+    assert [s for s in seen if s != "RUNNING"] == ["SUBMITTED", "RUNNABLE", "STARTING", "FAILED"]
+    t = svc.timeline(job_id)
+    assert t["RUNNABLE"] - t["SUBMITTED"] == pytest.approx(10, abs=0.01)
+    assert t["STARTING"] - t["RUNNABLE"] == pytest.approx(20, abs=0.01)
+    # the worker starts the job a few real milliseconds after it is due (x100 here)
+    assert t["RUNNING"] - t["STARTING"] == pytest.approx(30, abs=2)
+    # DescribeJobs' timestamps are simulated milliseconds: a minute passed in under a second
+    [job] = svc.client.describe_jobs(jobs=[job_id])["jobs"]
+    assert (job["startedAt"] - job["createdAt"]) / 1000 == pytest.approx(60, abs=2)
+    assert t["FAILED"] - job["stoppedAt"] / 1000 == pytest.approx(5, abs=0.01)
+    assert real_s < 5
+
+
+def test_jobs_wait_runnable_while_the_queue_s_vcpus_are_taken(service):
+    svc = service(_profile(starting_to_running=20, host_vcpus=2, max_vcpus=2))
+    ids = svc.submit(4)
+    svc.wait(ids)
+    first, second, third, fourth = (svc.timeline(i) for i in ids)
+    assert len(svc.batch.hosts) == 1  # the queue allows one host of 2 vCPUs
+    # two start at once; the others stay RUNNABLE until a container exits
+    assert first["STARTING"] == pytest.approx(first["SUBMITTED"], abs=0.01)
+    assert second["STARTING"] == pytest.approx(second["SUBMITTED"], abs=0.01)
+    for late in (third, fourth):
+        assert late["STARTING"] >= min(first["RUNNING"], second["RUNNING"])
+        assert late["STARTING"] - late["RUNNABLE"] == pytest.approx(20, abs=2)
+
+
+def test_the_first_jobs_pay_the_scale_up_and_later_ones_do_not(service):
+    svc = service(_profile(host_launch=120, starting_to_running=1, host_vcpus=4, max_vcpus=4),
+                  time_scale=1 / 200)
+    cold = svc.submit(2)
+    svc.wait(cold)
+    warm = svc.submit(2)
+    svc.wait(warm)
+    [host] = svc.batch.hosts
+    for job_id in cold:  # submitted a few real milliseconds apart: within 1 s of the launch
+        t = svc.timeline(job_id)
+        assert t["STARTING"] == host.ready_at
+        assert t["STARTING"] - t["SUBMITTED"] == pytest.approx(120, abs=1)
+    for job_id in warm:
+        t = svc.timeline(job_id)
+        assert t["STARTING"] - t["SUBMITTED"] == pytest.approx(0, abs=0.01)
+
+
+def test_the_image_is_pulled_once_per_host(service):
+    svc = service(_profile(host_launch=5, image_mb=100, pull_mb_per_s=10, host_vcpus=2,
+                           max_vcpus=4))
+    first = svc.submit(4)  # two hosts of 2 vCPUs, each pulling for 10 s
+    svc.wait(first)
+    again = svc.submit(2)
+    svc.wait(again)
+    assert len(svc.batch.hosts) == 2
+    for job_id in first:
+        t = svc.timeline(job_id)
+        assert t["RUNNING"] - t["STARTING"] == pytest.approx(10, abs=2)
+    for job_id in again:
+        t = svc.timeline(job_id)
+        assert t["RUNNING"] - t["STARTING"] == pytest.approx(0, abs=2)
+
+
+def test_a_job_larger_than_any_host_stays_runnable_with_batch_s_reason(service):
+    svc = service(_profile(host_vcpus=2, max_vcpus=4))
+    arn = svc.client.register_job_definition(
+        jobDefinitionName="big", type="container",
+        containerProperties={"image": "job:1", "resourceRequirements": [
+            {"type": "VCPU", "value": "8"}, {"type": "MEMORY", "value": "512"}]},
+    )["jobDefinitionArn"]
+    job_id = svc.client.submit_job(jobName="big", jobQueue="simulated", jobDefinition=arn)["jobId"]
+    [job] = svc.client.describe_jobs(jobs=[job_id])["jobs"]
+    assert job["status"] == "RUNNABLE"
+    assert job["statusReason"].startswith("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT")
+
+
+def test_draws_repeat_with_the_seed_and_differ_with_another():
+    from nipype_batch.local.latency import AWS_EC2
+
+    def draws(profile):
+        return [profile.runnable_to_starting.draw(profile.rng("job", n, None))
+                for n in range(20)]
+
+    assert draws(AWS_EC2) == draws(AWS_EC2)
+    assert draws(AWS_EC2) != draws(AWS_EC2.with_seed(1))
+    assert all(5.0 <= d <= 30.0 for d in draws(AWS_EC2))
+
+
+def test_named_profiles_overheads_are_in_their_measured_ranges():
+    from nipype_batch.local.latency import AWS_EC2, AWS_FARGATE, LOCAL_STACK, ZERO
+
+    assert ZERO.job_overhead_s() == 0 and ZERO.cold_start_s() == 0
+    # NOTES.md: ~1.2 s submit-to-SUCCEEDED for a trivial job on the local stack
+    assert LOCAL_STACK.job_overhead_s() == pytest.approx(1.2, abs=0.1)
+    # "tens of seconds to minutes" per job on AWS; Fargate launches a host for every job
+    assert 20 <= AWS_EC2.job_overhead_s() <= 120
+    assert AWS_FARGATE.job_overhead_s() > AWS_EC2.job_overhead_s()
+    assert AWS_EC2.cold_start_s() > 60 and AWS_FARGATE.cold_start_s() == 0
+
+
+def test_a_node_sleeping_a_minute_takes_a_simulated_minute_in_a_second(tmp_path):
+    import time
+
+    from nipype import Function, Node, Workflow
+
+    from nipype_batch.local.latency import LOCAL_STACK
+
+    stack = SimulatedStack(workers=2, profile=LOCAL_STACK, time_scale=1 / 60)
+    try:
+        wf = Workflow(name="slow", base_dir=str(tmp_path))
+        node = Node(Function(input_names=["seconds"], output_names=["out"], function=_sleeps),
+                    name="sleeper")
+        node.inputs.seconds = 60
+        wf.add_nodes([node])
+        plugin = stack.plugin({"report": False, "poll_min_s": 0.05, "poll_max_s": 0.2})
+        started = time.monotonic()
+        wf.run(plugin=plugin)
+        real_s = time.monotonic() - started
+        [job_id] = plugin.submitted_job_ids
+        job = stack.batch.jobs[job_id]
+    finally:
+        stack.stop()
+    from nipype.utils.filemanip import loadpkl
+
+    result = loadpkl(tmp_path / "slow" / "sleeper" / "result_sleeper.pklz")
+    assert result.runtime.duration == pytest.approx(60, abs=3)  # Nipype's own timing
+    # the job also stages its files: real CPU work, which counts 60 times over in simulated
+    # time (sim_clock's caveat), bounded by the run's real duration
+    assert 60 <= (job.stopped_at - job.started_at) / 1000 < 60 + real_s * 60
+    assert real_s < 10

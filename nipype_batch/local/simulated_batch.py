@@ -7,19 +7,30 @@ worker processes, against the emulator's S3: every result is real, only the cont
 instance and Batch's own scheduling are left out. The driver's CPU and memory can then be
 measured at 10,000 jobs, which the container-backed local stack cannot reach on one machine.
 
+Batch's own waiting is played back from a :class:`~nipype_batch.local.latency.LatencyProfile`
+(default :data:`~nipype_batch.local.latency.ZERO`: none): each job, array children included,
+goes SUBMITTED -> RUNNABLE -> STARTING -> RUNNING -> SUCCEEDED/FAILED with the profile's
+delays, waits RUNNABLE while the queue's vCPUs are taken, and the first jobs on a new host
+wait for it to launch and to pull the image. With ``time_scale`` below 1 the whole simulation
+runs on a :class:`~nipype_batch.local.sim_clock.ScaledClock` (see there what is scaled), and
+every timestamp DescribeJobs gives is simulated time.
+
 What it leaves out: retries (one attempt per job), job timeouts, logs (no log streams), job
-dependencies, and queue priorities. What it enforces as AWS does: 100 ids per DescribeJobs,
-arrays of 2 to 10,000 children, 8192 characters of container overrides.
+dependencies, queue priorities, memory as a capacity (only vCPUs are counted), and idle hosts
+scaling in (a launched host stays warm). What it enforces as AWS does: 100 ids per
+DescribeJobs, arrays of 2 to 10,000 children, 8192 characters of container overrides.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
+import math
 import os
 import threading
-import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -31,36 +42,50 @@ from botocore.awsrequest import AWSResponse
 from ..aws.batch import ARRAY_MAX, ARRAY_MIN, DESCRIBE_CHUNK, OVERRIDES_LIMIT
 from ..aws.status import FINISHED_STATES, JobState
 from ..protocol import ARRAY_INDEX_ENV
+from .latency import ZERO, LatencyProfile
+from .sim_clock import ScaledClock, install
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 QUEUE = "simulated"
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 DIRECTORY_S3_ENV = "NIPYPE_BATCH_SIMULATED_S3_DIR"
 
+TOO_LARGE = ("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job resource requirement "
+             "(vCPU/memory/GPU) is higher than that can be met by the CE(s) attached to the "
+             "job queue.")
 
-def _quiet_worker() -> None:
-    """Send a worker's output (Nipype logs every node) nowhere, as a container's would go to
-    its log stream rather than the driver's terminal."""
+
+def _init_worker(clock: ScaledClock) -> None:
+    """A worker's start: simulated clocks, and its output (Nipype logs every node) sent
+    nowhere, as a container's would go to its log stream rather than the driver's terminal."""
+    install(clock)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
 
 
+def _warm_up() -> None:
+    """In a worker process: the imports every job needs, before the first job is timed."""
+    from nipype.pipeline.engine import Node  # noqa: F401
+
+    from .. import runner  # noqa: F401
+    from .sim_clock import _real_sleep
+
+    _real_sleep(0.2)  # long enough that each worker of the pool takes one of these
+
+
 def run_job(environment: dict[str, str]) -> tuple[int, int, int]:
     """In a worker process: run one job's runner; return (exit code, started, stopped ms)."""
+    import time
+
     from .. import runner
 
     if environment.get(DIRECTORY_S3_ENV):
         from .directory_s3 import DirectoryS3
 
         runner._s3_client = lambda: DirectoryS3(environment[DIRECTORY_S3_ENV])
-    started = _now_ms()
+    started = int(time.time() * 1000)
     saved = dict(os.environ)
     os.environ.update(environment)
     try:
@@ -68,7 +93,23 @@ def run_job(environment: dict[str, str]) -> tuple[int, int, int]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return code, started, _now_ms()
+    return code, started, int(time.time() * 1000)
+
+
+@dataclass
+class Host:
+    """One instance of the compute environment (simulated)."""
+
+    number: int
+    vcpus: float
+    ready_at: float  # simulated seconds
+    launched_at: float = -math.inf
+    used: float = 0.0
+    images: dict[str, float] = field(default_factory=dict)  # image -> when its pull ends
+
+    @property
+    def free(self) -> float:
+        return self.vcpus - self.used
 
 
 @dataclass
@@ -80,8 +121,11 @@ class SimulatedJob:
     queue: str
     definition: str
     overrides: dict[str, Any]
-    created_at: int = field(default_factory=_now_ms)
-    status: str = "RUNNABLE"
+    created_at: int
+    number: int = 0  # submission order: names its random stream
+    vcpus: float = 1.0
+    image: str = ""
+    status: str = "SUBMITTED"
     exit_code: int | None = None
     started_at: int | None = None
     stopped_at: int | None = None
@@ -90,9 +134,14 @@ class SimulatedJob:
     children: list[SimulatedJob] = field(default_factory=list)
     children_done: int = 0
     future: Future | None = None
+    host: Host | None = None
+    rng: Any = None
+    # simulated seconds at which the job entered each state (RUNNING: its worker's start)
+    timeline: dict[str, float] = field(default_factory=dict)
 
     def _status(self) -> str:
-        if self.status == "RUNNABLE" and self.future is not None and self.future.running():
+        if self.status == "STARTING" and self.future is not None and (
+                self.future.running() or self.future.done()):
             return "RUNNING"
         return self.status
 
@@ -119,6 +168,16 @@ class SimulatedJob:
         return out
 
 
+def _vcpus(overrides: dict[str, Any], definition: dict[str, Any]) -> float:
+    """The job's vCPUs: its overrides, else its job definition, else 1."""
+    for requirements in (overrides.get("resourceRequirements"),
+                         definition.get("containerProperties", {}).get("resourceRequirements")):
+        for requirement in requirements or []:
+            if requirement.get("type") == "VCPU":
+                return float(requirement["value"])
+    return 1.0
+
+
 class _Body(BytesIO):
     def stream(self, **_kwargs: Any) -> Any:
         yield self.getvalue()
@@ -136,17 +195,43 @@ class SimulatedBatch:
     job_environment : dict
         Variables every job gets besides its overrides (how to reach the emulator's S3).
     workers : int
-        Worker processes; each runs one job at a time, as one container per vCPU would.
+        Worker processes; each runs one job at a time. A job that the profile lets run finds
+        them all busy waits in STARTING: more workers than jobs running at once (in the
+        profile's capacity) keep that wait short, as long as the jobs mostly sleep.
+    profile : LatencyProfile
+        Batch's delays and capacity (:mod:`nipype_batch.local.latency`); default none.
+    time_scale : float
+        Real seconds per simulated second: 1/30 plays 30 simulated minutes in one real one.
     """
 
-    def __init__(self, job_environment: dict[str, str], workers: int = 2) -> None:
+    def __init__(self, job_environment: dict[str, str], workers: int = 2,
+                 profile: LatencyProfile = ZERO, time_scale: float = 1.0) -> None:
         self.job_environment = dict(job_environment)
+        self.profile = profile
+        self.clock = ScaledClock(time_scale)
         self.jobs: dict[str, SimulatedJob] = {}
+        self.hosts: list[Host] = []
         self._definitions: dict[str, dict[str, Any]] = {}
         self._revision = itertools.count(1)
-        self._lock = threading.Lock()
+        self._numbers = itertools.count()
+        self._events: list[tuple[float, int, str, Any]] = []  # (when, tie, action, job or host)
+        self._tie = itertools.count()
+        self._runnable: deque[SimulatedJob] = deque()  # waiting for room, first come first
+        self._waiting_vcpus = 0.0  # what the RUNNABLE jobs ask for
+        self._in_use = 0.0  # vCPUs of the jobs placed and not yet exited
+        self._lock = threading.Condition()
+        self._stopped = False
+        if profile.host_vcpus is None and not profile.host_per_job:
+            # no capacity model: one warm host of unlimited size, holding every image
+            self.hosts.append(Host(0, math.inf, ready_at=-math.inf))
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                         initializer=_quiet_worker)
+                                         initializer=_init_worker, initargs=(self.clock,))
+        # started and warm before the first job, whose timings would otherwise hold the
+        # workers' start-up (seconds that a time scale would multiply)
+        for warm in [self._pool.submit(_warm_up) for _ in range(workers)]:
+            warm.result()
+        self._ticker = threading.Thread(target=self._tick, name="simulated-batch", daemon=True)
+        self._ticker.start()
 
     def client(self, session: Any) -> Any:
         """A botocore ``batch`` client whose every request this simulator answers."""
@@ -154,8 +239,16 @@ class SimulatedBatch:
         batch.meta.events.register("before-send.batch", self._answer)
         return batch
 
+    def now(self) -> float:
+        """Simulated epoch seconds."""
+        return self.clock.time()
+
     def shutdown(self) -> None:
         """Stop the workers (queued jobs are dropped)."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        self._ticker.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- HTTP edge ---------------------------------------------------------------------------
@@ -208,25 +301,34 @@ class SimulatedBatch:
         overrides = body.get("containerOverrides") or {}
         if len(json.dumps(overrides)) > OVERRIDES_LIMIT:
             raise _ClientError("Container overrides length must be at most 8192")
-        if body["jobDefinition"] not in self._definitions:
+        definition = self._definitions.get(body["jobDefinition"])
+        if definition is None:
             raise _ClientError(f"Job definition {body['jobDefinition']} does not exist")
-        job = SimulatedJob(str(uuid.uuid4()), body["jobName"], body["jobQueue"],
-                           body["jobDefinition"], overrides)
         size = (body.get("arrayProperties") or {}).get("size")
+        if size is not None and not ARRAY_MIN <= size <= ARRAY_MAX:
+            raise _ClientError(f"Array size must be between {ARRAY_MIN} and {ARRAY_MAX}")
         with self._lock:
+            created = int(self.now() * 1000)
+            shape = {"vcpus": _vcpus(overrides, definition),
+                     "image": definition["containerProperties"].get("image", "")}
+            job = SimulatedJob(str(uuid.uuid4()), body["jobName"], body["jobQueue"],
+                               body["jobDefinition"], overrides, created,
+                               number=next(self._numbers), **shape)
+            job.timeline["SUBMITTED"] = created / 1000
             self.jobs[job.job_id] = job
             if size is None:
-                self._start(job)
-                return {"jobId": job.job_id, "jobName": job.name}
-            if not ARRAY_MIN <= size <= ARRAY_MAX:
-                raise _ClientError(f"Array size must be between {ARRAY_MIN} and {ARRAY_MAX}")
-            job.status = "PENDING"
-            for index in range(size):
-                child = SimulatedJob(f"{job.job_id}:{index}", job.name, job.queue,
-                                     job.definition, overrides, index=index)
-                job.children.append(child)
-                self.jobs[child.job_id] = child
-                self._start(child)
+                self._submit(job)
+            else:
+                job.status = "PENDING"
+                for index in range(size):
+                    child = SimulatedJob(f"{job.job_id}:{index}", job.name, job.queue,
+                                         job.definition, overrides, created, index=index,
+                                         number=job.number, **shape)
+                    child.timeline["SUBMITTED"] = created / 1000
+                    job.children.append(child)
+                    self.jobs[child.job_id] = child
+                    self._submit(child)
+            self._advance()
         return {"jobId": job.job_id, "jobName": job.name}
 
     def _op_describejobs(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +336,7 @@ class SimulatedBatch:
         if len(ids) > DESCRIBE_CHUNK:
             raise _ClientError(f"DescribeJobs takes at most {DESCRIBE_CHUNK} job ids")
         with self._lock:
+            self._advance()
             return {"jobs": [self.jobs[i].describe() for i in ids if i in self.jobs]}
 
     def _op_terminatejob(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -241,36 +344,187 @@ class SimulatedBatch:
             job = self.jobs.get(body["jobId"])
             for each in [job, *(job.children if job else [])]:
                 if each is not None and each.status not in FINISHED_STATES:
+                    self._release(each)
+                    if each in self._runnable:
+                        self._runnable.remove(each)
+                        self._waiting_vcpus -= each.vcpus
                     self._finish(each, None, reason=body.get("reason") or "terminated")
+            self._lock.notify_all()
         return {}
 
-    # ---- running -----------------------------------------------------------------------------
+    # ---- Batch's scheduling, in simulated time -----------------------------------------------
 
-    def _start(self, job: SimulatedJob) -> None:
+    def _at(self, when: float, action: str, subject: Any) -> None:
+        heapq.heappush(self._events, (when, next(self._tie), action, subject))
+
+    def _submit(self, job: SimulatedJob) -> None:
+        job.rng = self.profile.rng("job", job.number, job.index)
+        delay = self.profile.submitted_to_runnable.draw(job.rng)
+        self._at(job.created_at / 1000 + delay, "runnable", job)
+
+    def _tick(self) -> None:
+        """Apply every delay as it falls due, sleeping (real time) until the next one."""
+        with self._lock:
+            while not self._stopped:
+                self._advance()
+                wait = None
+                if self._events:
+                    wait = max(0.0, self.clock.real_seconds(self._events[0][0] - self.now()))
+                self._lock.wait(wait)
+
+    def _advance(self) -> None:
+        """Bring every job and host up to now (holding the lock).
+
+        Each event applies at the simulated time it was due, not when the ticker woke: the
+        delays that follow it count from there, so the real latency of this thread does not
+        add up along a job's way.
+        """
+        while True:
+            now = self.now()
+            while self._events and self._events[0][0] <= now:
+                when, _tie, action, subject = heapq.heappop(self._events)
+                getattr(self, f"_on_{action}")(subject, when)
+                self._place(when)
+            if not self._place(now):
+                self._lock.notify_all()  # the ticker's next wake-up may have moved
+                return
+
+    def _on_runnable(self, job: SimulatedJob, at: float) -> None:
+        if job.status in FINISHED_STATES:
+            return
+        job.status = "RUNNABLE"
+        job.timeline["RUNNABLE"] = at
+        limit = self.profile.max_vcpus or math.inf
+        if not self.profile.host_per_job:
+            limit = min(limit, self.profile.host_vcpus or math.inf)
+        if job.vcpus > limit:
+            job.reason = TOO_LARGE  # stays RUNNABLE, as Batch leaves it
+            return
+        self._runnable.append(job)
+        self._waiting_vcpus += job.vcpus
+
+    def _on_host_ready(self, host: Host, at: float) -> None:
+        pass  # its jobs are placed by _place on this pass
+
+    def _on_starting(self, job: SimulatedJob, at: float) -> None:
+        if job.status in FINISHED_STATES:
+            return
+        job.status = "STARTING"
+        job.timeline["STARTING"] = at
+        host = job.host
+        assert host is not None
+        # the image is pulled once per host; a job arriving during the pull waits for its end
+        pulled = host.images.get(job.image)
+        if pulled is None:
+            pulled = host.images[job.image] = at + self.profile.pull_s
+        ready = max(at, pulled) + self.profile.starting_to_running.draw(job.rng)
+        self._at(ready, "container_started", job)
+
+    def _on_container_started(self, job: SimulatedJob, at: float) -> None:
+        if job.status in FINISHED_STATES:
+            return
+        # handed to the worker pool; RUNNING - DISPATCHED is time spent waiting for a free
+        # worker process, which real Batch does not have (more workers make it shorter)
+        job.timeline["DISPATCHED"] = at
         env = {**self.job_environment, "AWS_BATCH_JOB_ID": job.job_id}
         env.update({e["name"]: e["value"] for e in job.overrides.get("environment", [])})
         if job.index is not None:
             env[ARRAY_INDEX_ENV] = str(job.index)
         job.future = future = self._pool.submit(run_job, env)
-        future.add_done_callback(lambda done, job=job: self._done(job, done))
+        future.add_done_callback(lambda done, job=job: self._exited(job, done))
 
-    def _done(self, job: SimulatedJob, future: Future) -> None:
+    def _on_done(self, job: SimulatedJob, at: float) -> None:
+        if job.status in FINISHED_STATES:
+            return
+        self._finish(job, job.exit_code, reason=job.reason, stopped_at=job.stopped_at, at=at)
+
+    def _place(self, now: float) -> bool:
+        """Put RUNNABLE jobs on hosts with room, first come first served (a job that does not
+        fit holds the ones behind it, as at the head of a Batch queue), launching hosts as the
+        queue allows; True if a job was placed with no delay left (to apply on this pass)."""
+        placed_now = False
+        while self._runnable:
+            job = self._runnable[0]
+            host = self._host_for(job, now)
+            if host is None:
+                break
+            self._runnable.popleft()
+            self._waiting_vcpus -= job.vcpus
+            self._in_use += job.vcpus
+            host.used += job.vcpus
+            job.host = host
+            starting = max(now, host.ready_at) + self.profile.runnable_to_starting.draw(job.rng)
+            self._at(starting, "starting", job)
+            placed_now |= starting <= now
+        if self._runnable and not self.profile.host_per_job:
+            self._scale_up(now)
+        return placed_now
+
+    def _host_for(self, job: SimulatedJob, now: float) -> Host | None:
+        """A ready host with room for the job (on Fargate: a new one of its size), or None."""
+        profile = self.profile
+        if profile.host_per_job:
+            if self._in_use + job.vcpus > (profile.max_vcpus or math.inf):
+                return None
+            return self._launch(job.vcpus, now)
+        return next((h for h in self.hosts if h.ready_at <= now and h.free >= job.vcpus), None)
+
+    def _scale_up(self, now: float) -> None:
+        """Launch hosts for the vCPUs that wait, beyond what hosts being launched will give."""
+        size = self.profile.host_vcpus
+        assert size is not None
+        coming = sum(h.free for h in self.hosts if h.ready_at > now)
+        total = sum(h.vcpus for h in self.hosts)
+        limit = self.profile.max_vcpus or math.inf
+        while self._waiting_vcpus > coming and total + size <= limit:
+            host = self._launch(size, now)
+            coming += host.vcpus
+            total += host.vcpus
+
+    def _launch(self, vcpus: float, now: float) -> Host:
+        number = len(self.hosts)
+        ready = now + self.profile.host_launch.draw(self.profile.rng("host", number))
+        host = Host(number, vcpus, ready_at=ready, launched_at=now)
+        self.hosts.append(host)
+        self._at(ready, "host_ready", host)
+        return host
+
+    def _release(self, job: SimulatedJob) -> None:
+        """Give the job's vCPUs back to its host (a Fargate host goes away with its job)."""
+        host, job.host = job.host, None
+        if host is None:
+            return
+        host.used -= job.vcpus
+        self._in_use -= job.vcpus
+        if self.profile.host_per_job:
+            host.vcpus = 0.0
+
+    def _exited(self, job: SimulatedJob, future: Future) -> None:
+        """A worker finished the job: its vCPUs are free; its status follows after a delay."""
         with self._lock:
             if job.status in FINISHED_STATES:  # terminated meanwhile
                 return
+            self._release(job)
             try:
                 code, started, stopped = future.result()
             except Exception as exc:  # the worker died: as an instance lost
-                self._finish(job, None, reason=f"Host EC2 (simulated) terminated: {exc}")
-                return
-            job.started_at = started
-            self._finish(job, code, stopped_at=stopped)
+                code, started, stopped = None, None, int(self.now() * 1000)
+                job.reason = f"Host EC2 (simulated) terminated: {exc}"
+            job.exit_code, job.started_at, job.stopped_at = code, started, stopped
+            if started is not None:
+                job.timeline["RUNNING"] = started / 1000
+            delay = self.profile.running_to_done.draw(job.rng)
+            self._at(stopped / 1000 + delay, "done", job)
+            self._advance()
+            self._lock.notify_all()
 
     def _finish(self, job: SimulatedJob, code: int | None, reason: str | None = None,
-                stopped_at: int | None = None) -> None:
+                stopped_at: int | None = None, at: float | None = None) -> None:
+        at = self.now() if at is None else at
         job.exit_code = code
-        job.stopped_at = stopped_at or _now_ms()
+        job.stopped_at = stopped_at or int(at * 1000)
         job.status = "SUCCEEDED" if code == 0 else "FAILED"
+        job.timeline[job.status] = at
         job.reason = reason or (None if code == 0 else "Essential container in task exited")
         parent = self.jobs.get(job.job_id.split(":")[0]) if job.index is not None else None
         if parent is None:
