@@ -17,6 +17,7 @@ from nipype_batch.packing import (
     chunk_size,
     plan_packs,
 )
+from tests.packing_shapes import fmriprep_study, fmriprep_subject
 
 MODEL = PackingModel()  # overhead 60 s, target 180 s, up to 4 vCPUs
 
@@ -349,6 +350,25 @@ def test_driver_nodes_are_in_no_pack_but_order_the_packs():
     assert plan.pack_of("d") is None and plan.jobs == 2
     assert plan.needs(plan.pack_of("b")) == ("d",)
     assert plan.after(plan.pack_of("b")) == ()
+
+
+def test_an_fmriprep_shaped_subject_is_a_few_jobs_with_its_long_nodes_side_by_side():
+    nodes = [node("driver", on_driver=True), *fmriprep_subject("sub000")]
+    assert len(nodes) == 41
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.jobs <= 4
+    # the two branches' long nodes are not one after the other
+    long_nodes = plan.pack_of("sub000/anat_norm")
+    assert plan.pack_of("sub000/func_hmc") is long_nodes
+    assert long_nodes.parallel >= 2 and long_nodes.duration_s <= 180.0
+
+
+def test_an_fmriprep_shaped_study_is_at_most_one_job_per_10_nodes():
+    nodes = fmriprep_study(100)
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.jobs <= (len(nodes) - 1) / 10
 
 
 def test_a_random_study_sized_graph_keeps_the_rules():
