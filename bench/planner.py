@@ -1,10 +1,17 @@
 """What planning packs costs the driver, against a plain topological sort of the same graph.
 
 Shapes: a study (subjects of 40-node chains of diamonds after one driver node and one shared
-template, runtimes mixed from seconds to minutes, a group node joining every subject); a wide
-fan-out (one node, then all others after it, then a join of them all); a long chain of 2 s
-nodes. Baseline in the same run: ``graphlib.TopologicalSorter.static_order`` on the same
-graph, which any driver pays to order its nodes. Best of ``--repeat`` runs.
+template, runtimes mixed from seconds to minutes, a group node joining every subject); an
+fMRIPrep-like study (subjects of 40 nodes after one driver node: an anatomical and a functional
+branch, each with one node of 2-2.5 min and diamonds of 1-10 s nodes, meeting in a tail; the
+shape ``tests/test_packing.py`` pins); a wide fan-out (one node, then all others after it, then
+a join of them all); a long chain of 2 s nodes. Baseline in the same run:
+``graphlib.TopologicalSorter.static_order`` on the same graph, which any driver pays to order
+its nodes. Best of ``--repeat`` runs.
+
+The estimated makespans are coarse: a job starts ``job_overhead_s`` after the jobs it waits
+for end, and its nodes' outputs count only once it ends; "one job per node" is the same graph
+with no packing.
 
     python3 bench/planner.py [--sizes 1000 10000 30000] [--repeat 3]
 """
@@ -21,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nipype_batch.packing import PlanNode, plan_packs
+from nipype_batch.packing import PackingModel, PackPlan, PlanNode, plan_packs
+from tests.packing_shapes import fmriprep_study
 
 SUBJECT_NODES = 40
 # a study's node runtimes, seconds: mostly seconds, some minutes, a few longer than a pack
@@ -67,6 +75,44 @@ def chain(count: int) -> list[PlanNode]:
     return [_node(f"step{i:05d}", [f"step{i - 1:05d}"] if i else [], 2.0) for i in range(count)]
 
 
+def fmriprep(count: int) -> list[PlanNode]:
+    """fMRIPrep-like subjects of 40 nodes after one driver node."""
+    return fmriprep_study(max(1, count // SUBJECT_NODES))
+
+
+def makespan(nodes: list[PlanNode], plan: PackPlan, overhead_s: float) -> float:
+    """When the last job ends, were each started ``overhead_s`` after what it waits for."""
+    by_key = {n.key: n for n in nodes}
+    vertex: dict[str, object] = {key: i for i, p in enumerate(plan.packs) for key in p.members}
+    graph: dict[object, set[object]] = {}
+    for i, pack in enumerate(plan.packs):
+        graph[i] = {vertex.get(key, key) for key in plan.needs(pack)}
+    for n in nodes:
+        if n.on_driver:
+            vertex[n.key] = n.key
+            graph[n.key] = {vertex.get(key, key) for key in n.after}
+    end: dict[object, float] = {}
+    for v in graphlib.TopologicalSorter(graph).static_order():
+        ready = max((end[u] for u in graph[v]), default=0.0)
+        if isinstance(v, int):
+            end[v] = ready + overhead_s + plan.packs[v].duration_s
+        else:
+            end[v] = ready + by_key[v].runtime_s
+    return max(end.values(), default=0.0)
+
+
+def one_job_per_node(nodes: list[PlanNode], overhead_s: float) -> float:
+    """When the last job ends, every node a job of its own."""
+    by_key = {n.key: n for n in nodes}
+    graph = {n.key: n.after for n in nodes}
+    end: dict[str, float] = {}
+    for key in graphlib.TopologicalSorter(graph).static_order():
+        n = by_key[key]
+        end[key] = (max((end[p] for p in n.after), default=0.0) + n.runtime_s
+                    + (0.0 if n.on_driver else overhead_s))
+    return max(end.values(), default=0.0)
+
+
 def _best(action: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -81,11 +127,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 30000])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    overhead_s = PackingModel().job_overhead_s
     print("| nodes | shape | plan ms | topological sort ms (baseline) | x baseline | jobs | "
-          "nodes per job |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+          "nodes per job | est. makespan min | one job per node, min |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
-        for name, make in [("study", study), ("wide fan-out", fan_out), ("long chain", chain)]:
+        for name, make in [("study", study), ("fMRIPrep-like", fmriprep),
+                           ("wide fan-out", fan_out), ("long chain", chain)]:
             nodes = make(size)
             graph = {n.key: n.after for n in nodes}
             baseline = _best(lambda g=graph: list(graphlib.TopologicalSorter(g).static_order()),
@@ -93,8 +141,11 @@ def main() -> None:
             planning = _best(lambda n=nodes: plan_packs(n), args.repeat)
             plan = plan_packs(nodes)
             in_jobs = sum(len(p.members) for p in plan.packs)
+            packed = makespan(nodes, plan, overhead_s) / 60
+            alone = one_job_per_node(nodes, overhead_s) / 60
             print(f"| {len(nodes):,} | {name} | {planning * 1000:.1f} | {baseline * 1000:.1f} | "
-                  f"{planning / baseline:.1f} | {plan.jobs:,} | {in_jobs / plan.jobs:.1f} |")
+                  f"{planning / baseline:.1f} | {plan.jobs:,} | {in_jobs / plan.jobs:.1f} | "
+                  f"{packed:,.0f} | {alone:,.0f} |")
 
 
 if __name__ == "__main__":

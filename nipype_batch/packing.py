@@ -22,16 +22,26 @@ The plan keeps these rules:
    before the pack: the driver launches a pack once all its members' outside inputs are done,
    so joining must add nothing for the pack's earlier members to wait for. (This also keeps
    rule 1: adding a node adds only edges into the pack from groups that already reach it.)
+6. A node joins a pack that runs one after the other only when it would wait there, behind
+   members it does not need, no longer than ``job_overhead_s``: no longer than a job of its
+   own would wait. So a short node does not queue behind a long sibling, and the branch after
+   it is not held back; a pack that runs side by side has no such queue.
+7. Once other packs wait on a pack, nodes that join it may lengthen it by ``job_overhead_s``
+   at most, so a long node does not hold back the branch beside it (which waits on the pack
+   for what its first members make).
 
 Nodes are visited in one topological order (ties broken by key, so the plan depends on the
 nodes and the model only, not on their order in the input); a node tries the packs of its
-predecessors, the one on its critical path first, and starts a pack of its own when none takes
-it. Packs are built forward only, so the plan's packs come in a topological order too.
+predecessors, the one on its critical path first, then the packs that already wait on one of
+those (its siblings' packs, and those of the branch beside it: they start after its inputs
+anyway), the latest first, and starts a pack of its own when none takes it. Packs are built
+forward only, so the plan's packs come in a topological order too.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +51,9 @@ from dataclasses import dataclass, field
 _SEARCH_LIMIT = 128
 # Packs a node tries before it starts its own (a join node of many subjects tries a few).
 _CANDIDATES = 8
+# Of the packs that wait on a predecessor's pack, the latest this many are candidates (the
+# earlier packs of a wide fan-out, or of the subjects after one driver node, are full already).
+_FOLLOWING_PACKS = 2
 
 
 @dataclass(frozen=True)
@@ -143,14 +156,16 @@ class PackPlan:
 class _Group:
     """A pack being built, or a node on the driver: one vertex of the quotient graph."""
 
-    __slots__ = ("critical_s", "driver", "duration_s", "image", "max_member_vcpus",
-                 "members", "memories", "memory_mb", "min_member_vcpus", "open", "parallel",
-                 "preds", "queue", "reserved", "total_s", "vcpus", "work")
+    __slots__ = ("critical_s", "driver", "duration_s", "followed_at_s", "following", "image",
+                 "max_member_vcpus", "members", "memories", "memory_mb", "min_member_vcpus",
+                 "open", "parallel", "preds", "queue", "reserved", "total_s", "vcpus", "work")
 
     def __init__(self, node: PlanNode, position: int, preds: dict[int, None],
                  model: PackingModel, is_open: bool) -> None:
         self.members = [position]
         self.preds = preds  # groups with an edge into this one (a dict keeps their order)
+        self.following: dict[int, None] = {}  # groups with an edge from this one, latest last
+        self.followed_at_s = math.inf  # its duration when a first group came to wait on it
         self.driver = node.on_driver
         self.open = is_open
         self.image, self.queue = node.image, node.queue
@@ -181,16 +196,22 @@ def _reserved(model: PackingModel, vcpus: int, memory_mb: int, duration_s: float
 
 def _cheapest_shape(model: PackingModel, count: int, total_s: float, work: float,
                     critical_s: float, max_member_vcpus: int, min_member_vcpus: int,
-                    memories: list[int]) -> _Shape | None:
-    """The vCPU count that reserves least while the pack stays within target; None if none does.
+                    memories: list[int], queued_s: float = 0.0,
+                    longest_s: float = math.inf) -> _Shape | None:
+    """The vCPU count that reserves least while the pack lasts at most the target and
+    ``longest_s``; None if none does.
 
-    With as many vCPUs as its largest member, a pack runs its members one after the other.
-    With more, it runs up to ``vcpus // smallest member vcpus`` at once, holds their memory
-    together, and lasts at least its critical path and its work spread over its vCPUs.
+    With as many vCPUs as its largest member, a pack runs its members one after the other,
+    unless the newest one would queue there ``queued_s`` behind members it does not need for
+    longer than a job of its own waits. With more, it runs up to ``vcpus // smallest member
+    vcpus`` at once, holds their memory together, and lasts at least its critical path and its
+    work spread over its vCPUs.
     """
     best: _Shape | None = None
     for vcpus in range(max_member_vcpus, max(model.max_vcpus, max_member_vcpus) + 1):
         if vcpus == max_member_vcpus:
+            if queued_s > model.job_overhead_s:
+                continue
             parallel, duration, memory = 1, total_s, memories[0]
         else:
             parallel = min(count, vcpus // min_member_vcpus)
@@ -198,7 +219,7 @@ def _cheapest_shape(model: PackingModel, count: int, total_s: float, work: float
                 continue
             duration = max(critical_s, work / vcpus)
             memory = sum(memories[:parallel])
-        if duration > model.target_s:
+        if duration > min(model.target_s, longest_s):
             continue
         reserved = _reserved(model, vcpus, memory, duration)
         if best is None or reserved < best.reserved:
@@ -263,6 +284,15 @@ def _all_reach(groups: list[_Group], target: int, sources: Sequence[int]) -> boo
     return False
 
 
+def _candidates(groups: list[_Group], pred_groups: list[int]) -> list[int]:
+    """Packs a node tries: its predecessors', then the latest that wait on one of those."""
+    found = dict.fromkeys(pred_groups)
+    for h in pred_groups[:_CANDIDATES]:
+        for g in itertools.islice(reversed(groups[h].following), _FOLLOWING_PACKS):
+            found.setdefault(g)
+    return list(found)
+
+
 def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) -> PackPlan:
     """Group the nodes into packs, each one AWS Batch job.
 
@@ -287,6 +317,7 @@ def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) 
     groups: list[_Group] = []
     group_of = [0] * len(ordered)
     finish_in_pack = [0.0] * len(ordered)  # from the start of the node's pack
+    finish_in_line = [0.0] * len(ordered)  # from the start of its pack, one after the other
     finish_alone = [0.0] * len(ordered)  # from the start of the run, were no one waiting
     for position, node in enumerate(ordered):
         node_preds = preds[position]
@@ -297,8 +328,8 @@ def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) 
         pred_groups = list(dict.fromkeys(group_of[p] for p in ranked))
         joined = None
         if node.packable and not node.on_driver and node.runtime_s < model.target_s:
-            joined = _join(model, groups, group_of, finish_in_pack, node, node_preds,
-                           pred_groups)
+            joined = _join(model, groups, group_of, finish_in_pack, finish_in_line, node,
+                           node_preds, pred_groups, _candidates(groups, pred_groups))
         if joined is None:
             alone = node.on_driver or not node.packable or node.runtime_s >= model.target_s
             groups.append(_Group(node, position, dict.fromkeys(pred_groups), model,
@@ -308,17 +339,26 @@ def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) 
         else:
             group_of[position], finish_in_pack[position] = joined
             groups[joined[0]].members.append(position)
+        group = group_of[position]
+        finish_in_line[position] = groups[group].total_s
+        for h in pred_groups:
+            if h != group:  # the latest used last
+                waited_on = groups[h]
+                waited_on.following.pop(group, None)
+                waited_on.following[group] = None
+                waited_on.followed_at_s = min(waited_on.followed_at_s, waited_on.duration_s)
     return _plan(ordered, preds, groups, group_of)
 
 
 def _join(model: PackingModel, groups: list[_Group], group_of: list[int],
-          finish_in_pack: list[float], node: PlanNode, node_preds: list[int],
-          pred_groups: list[int]) -> tuple[int, float] | None:
-    """Add the node to the first of its predecessors' packs that takes it: (group, finish)."""
+          finish_in_pack: list[float], finish_in_line: list[float], node: PlanNode,
+          node_preds: list[int], pred_groups: list[int],
+          candidates: list[int]) -> tuple[int, float] | None:
+    """Add the node to the first of the candidate packs that takes it: (group, finish)."""
     alone = _reserved(model, node.vcpus, node.memory_mb, node.runtime_s)
     saved = model.job_overhead_s * node.vcpus
     tried = 0
-    for g in pred_groups:
+    for g in candidates:
         pack = groups[g]
         if not pack.open or pack.image != node.image or pack.queue != node.queue:
             continue
@@ -327,12 +367,14 @@ def _join(model: PackingModel, groups: list[_Group], group_of: list[int],
             return None
         finish = node.runtime_s + max(
             (finish_in_pack[p] for p in node_preds if group_of[p] == g), default=0.0)
+        queued = pack.total_s - max(
+            (finish_in_line[p] for p in node_preds if group_of[p] == g), default=0.0)
         memories = sorted([*pack.memories, node.memory_mb], reverse=True)[:model.max_vcpus]
         shape = _cheapest_shape(
             model, len(pack.members) + 1, pack.total_s + node.runtime_s,
             pack.work + node.runtime_s * node.vcpus, max(pack.critical_s, finish),
             max(pack.max_member_vcpus, node.vcpus), min(pack.min_member_vcpus, node.vcpus),
-            memories)
+            memories, queued, pack.followed_at_s + model.job_overhead_s)
         if shape is None or saved <= shape.reserved - pack.reserved - alone:
             continue
         outside = [h for h in pred_groups if h != g]

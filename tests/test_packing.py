@@ -17,6 +17,7 @@ from nipype_batch.packing import (
     chunk_size,
     plan_packs,
 )
+from tests.packing_shapes import fmriprep_study, fmriprep_subject
 
 MODEL = PackingModel()  # overhead 60 s, target 180 s, up to 4 vCPUs
 
@@ -171,17 +172,22 @@ def _subjects(count: int, template_after_driver: bool = False) -> list[PlanNode]
     return nodes
 
 
-def test_subjects_after_a_shared_template_pack_one_job_each():
+def test_subjects_after_a_shared_template_share_jobs_side_by_side():
     nodes = _subjects(100)
     plan = plan_packs(nodes)
     check_plan(nodes, plan, MODEL)
-    assert plan.jobs == 101
     assert plan.pack_of("template").members == ("template",)
     assert plan.pack_of("driver") is None
+    # a subject's first node joins the pack of the one before, which waits on the same inputs;
+    # 4 subjects at a time idle no vCPU, so each job fills up to the target
     first = plan.pack_of("sub000.n000")
-    assert first.members == tuple(f"sub000.n{i:03d}" for i in range(10))
+    assert (first.vcpus, first.parallel, first.duration_s) == (4, 4, 180.0)
+    assert first.members[:10] == tuple(f"sub000.n{i:03d}" for i in range(10))
     assert set(plan.needs(first)) == {"driver", "template"}
     assert plan.after(first) == (plan.pack_of("template"),)
+    for s in range(100):  # no subject is cut
+        assert len({id(plan.pack_of(f"sub{s:03d}.n{i:03d}")) for i in range(10)}) == 1
+    assert plan.jobs == 1 + math.ceil(100 * 20 / (4 * 180))
 
 
 def test_a_template_after_the_driver_takes_subjects_along_side_by_side():
@@ -193,8 +199,8 @@ def test_a_template_after_the_driver_takes_subjects_along_side_by_side():
     template = plan.pack_of("template")
     assert (template.vcpus, template.parallel, template.duration_s) == (4, 4, 180.0)
     assert plan.pack_of("sub000.n000") is template
-    assert plan.pack_of("sub099.n000").members == tuple(f"sub099.n{i:03d}" for i in range(10))
-    assert plan.jobs < 101
+    assert plan.pack_of("sub099.n000").duration_s <= 180.0
+    assert plan.jobs < 10
 
 
 def test_a_diamond_of_short_nodes_is_one_job():
@@ -202,6 +208,41 @@ def test_a_diamond_of_short_nodes_is_one_job():
     plan = plan_packs(nodes)
     assert plan.jobs == 1 and plan.packs[0].members == ("s", "a", "b", "j")
     assert plan.packs[0].vcpus == 1  # short branches run one after the other
+
+
+@pytest.mark.parametrize("parent_runtime", [2.0, 600.0])
+def test_a_fan_out_of_short_siblings_shares_a_few_jobs(parent_runtime):
+    # after a long parent (a pack of its own) the siblings cannot join their predecessor's
+    # pack, but each can join the pack of the one before, which waits on the same parent
+    nodes = [node("parent", runtime=parent_runtime),
+             *(node(f"leaf{i:02d}", "parent", runtime=5.0) for i in range(20))]
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    leaf_packs = {id(plan.pack_of(f"leaf{i:02d}")) for i in range(20)}
+    assert len(leaf_packs) <= 2
+    assert plan.jobs <= 2
+
+
+def test_a_diamond_after_a_long_node_is_one_job():
+    nodes = [node("long", runtime=600.0), node("a", "long"), node("b", "long"),
+             node("j", "a", "b")]
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert [p.members for p in plan.packs] == [("long",), ("a", "b", "j")]
+    assert plan.after(plan.packs[1]) == (plan.packs[0],)
+
+
+def test_a_short_node_does_not_queue_behind_a_long_sibling():
+    # in s's pack after the long node, v (and the branch after it) would start 150 s late:
+    # longer than a job of its own waits
+    nodes = [node("s"), node("long", "s", runtime=150.0), node("v", "s"), node("w", "v")]
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.pack_of("long").members == ("s", "long")
+    assert plan.pack_of("v").members == ("v", "w")
+    # behind a short sibling it does queue: 2 s is less than a job's wait
+    short = [node("s"), node("a", "s", runtime=2.0), node("v", "s"), node("w", "v")]
+    assert plan_packs(short).jobs == 1
 
 
 def test_balanced_long_branches_share_a_pack_side_by_side():
@@ -309,6 +350,25 @@ def test_driver_nodes_are_in_no_pack_but_order_the_packs():
     assert plan.pack_of("d") is None and plan.jobs == 2
     assert plan.needs(plan.pack_of("b")) == ("d",)
     assert plan.after(plan.pack_of("b")) == ()
+
+
+def test_an_fmriprep_shaped_subject_is_a_few_jobs_with_its_long_nodes_side_by_side():
+    nodes = [node("driver", on_driver=True), *fmriprep_subject("sub000")]
+    assert len(nodes) == 41
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.jobs <= 4
+    # the two branches' long nodes are not one after the other
+    long_nodes = plan.pack_of("sub000/anat_norm")
+    assert plan.pack_of("sub000/func_hmc") is long_nodes
+    assert long_nodes.parallel >= 2 and long_nodes.duration_s <= 180.0
+
+
+def test_an_fmriprep_shaped_study_is_at_most_one_job_per_10_nodes():
+    nodes = fmriprep_study(100)
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.jobs <= (len(nodes) - 1) / 10
 
 
 def test_a_random_study_sized_graph_keeps_the_rules():
