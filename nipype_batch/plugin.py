@@ -198,7 +198,7 @@ class BatchPlugin(DistributedPluginBase):
     def _job_overhead_s(self) -> float:
         if self.settings.job_overhead_s is not None:
             return float(self.settings.job_overhead_s)
-        return job_overhead_s(self.cloud)
+        return job_overhead_s(self.cloud, self.settings)
 
     def _write_report(self) -> str | None:
         if not self.settings.report or not (self.submitted_job_ids or self.resumed_job_ids):
@@ -335,6 +335,8 @@ class BatchPlugin(DistributedPluginBase):
             return nipype_result()
         if taskid in self._local_failures:
             return nipype_result(self._local_failures[taskid], here=True)
+        if taskid not in self._parts.flight.jobs and self._packing.holds(taskid):
+            return None  # its pack waits for nodes outside it
         if self._parts.flight.due():  # one batched poll for every job in flight
             try:
                 states = self._parts.flight.refresh()

@@ -78,6 +78,7 @@ class SimulatedStack:
             batch=BatchClient(counter.attach(self.batch.client(session)), client("logs")),
             stager=Stager(s3, QUEUE), job_queue=QUEUE, registry=PlainRegistry("simulated"),
             sts=client("sts"), job_environment=job_environment, api_calls=counter,
+            job_overhead_s=profile.job_overhead_s(),
         )
 
     def plugin(self, plugin_args: dict[str, Any] | None = None) -> Any:

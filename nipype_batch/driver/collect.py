@@ -48,7 +48,7 @@ class Collector:
 
     def collect(self, job: SubmittedJob, status: JobStatus) -> dict[str, Any]:
         """Bring a finished job's node directory home and answer as Nipype expects."""
-        if not job.is_mapnode:
+        if not job.is_mapnode and not job.in_pack:  # (a pack's: emptied when it was prepared)
             shutil.rmtree(job.node_dir, ignore_errors=True)  # as Nipype empties a re-run node
         fetched = self._fetch_finished(job)
         runner = read_provenance(job.node_dir).get("runner", {})

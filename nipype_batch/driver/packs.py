@@ -17,6 +17,7 @@ from typing import Any
 from nipype.pipeline.engine import MapNode
 
 from ..history import NodeHistory, RunHistory, history_key
+from ..local.latency import AWS_EC2, AWS_FARGATE
 from ..packing import Pack, PackingModel, PackPlan, PlanNode, chunk_size, plan_packs
 from ..resources import JobResources, resources_for
 from ..settings import BatchSettings
@@ -26,14 +27,17 @@ log = logging.getLogger("nipype_batch")
 
 # A node the history has not seen is taken to be this long: most Nipype nodes are seconds.
 SHORT_NODE_S = 10.0
-# What a job waits on AWS before it runs, when the backend does not say.
-AWS_JOB_OVERHEAD_S = 60.0
 
 
-def job_overhead_s(cloud: Any) -> float:
-    """The backend's estimate of the seconds each job waits before it runs."""
+def job_overhead_s(cloud: Any, settings: BatchSettings) -> float:
+    """The backend's estimate of the seconds each job waits before it runs: its own, else
+    AWS's on the run's platform (from the figures cited in :mod:`..local.latency`), with one
+    status poll."""
     value = getattr(cloud, "job_overhead_s", None)
-    return float(value) if value is not None else AWS_JOB_OVERHEAD_S
+    if value is not None:
+        return float(value)
+    profile = AWS_FARGATE if settings.platform == "fargate" else AWS_EC2
+    return profile.job_overhead_s() + settings.poll_min_s
 
 
 def run_history() -> list[NodeHistory]:
@@ -130,6 +134,11 @@ class Packing:
         """Packs with nodes offered that wait for something outside them."""
         return [run for run in dict.fromkeys(self._runs.values())
                 if run.offered and not run.launched]
+
+    def holds(self, taskid: int) -> bool:
+        """Whether a task is a node offered to a pack that has not been launched."""
+        return any(taskid == offered[0] for run in self.held()
+                   for offered in run.offered.values())
 
     def chunk(self, history_name: str, count: int) -> int:
         """How many of a MapNode's ``count`` subnodes each job (array child) runs."""

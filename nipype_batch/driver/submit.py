@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -121,6 +122,10 @@ class Submitter:
         dirs = [item.node.output_dir() for item in nodes]
         for index, item in enumerate(nodes):
             node, node_dir = item.node, dirs[index]
+            if is_pack and not isinstance(node, MapNode):
+                # as Nipype empties a node it re-runs; now, not when the node's result comes
+                # home, since a job on this machine's disk (the simulated Batch) writes here
+                shutil.rmtree(node_dir, ignore_errors=True)
             staged, may_write = stage_inputs(node, node_dir, stager)
             if isinstance(node, MapNode):  # the parent re-uses its subnodes' directories
                 staged.append(StagedPath(node_dir, "remote"))

@@ -10,6 +10,7 @@ from ..cloud import Cloud
 from ..images.build import DEFAULT_BASE_IMAGE
 from ..images.registries import PlainRegistry
 from ..settings import BatchSettings
+from .latency import LOCAL_STACK
 from .stack import LocalStack
 
 
@@ -33,5 +34,6 @@ def connect_local(settings: BatchSettings) -> Cloud:
         base_image=settings.base_image or DEFAULT_BASE_IMAGE,
         api_calls=client.counter,
         ensure_queue=stack.ensure_queue,
+        job_overhead_s=LOCAL_STACK.job_overhead_s() + settings.poll_min_s,
         _docker=stack.docker,
     )
