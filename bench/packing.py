@@ -35,7 +35,7 @@ from examples.scale.fmriprep_shaped import (
     node_count,
     total_node_s,
 )
-from nipype_batch.local.latency import PROFILES, LatencyProfile
+from nipype_batch.latency import PROFILES, LatencyProfile
 from nipype_batch.settings import BatchSettings
 from nipype_batch.simulated import SimulatedStack
 
@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         modes = [None]
         print("note: this nipype-batch has no 'packing' plugin argument yet: timing 'off' only")
     rows = []
+    # A history of its own: 'off' runs first and measures every node, as a first run of a
+    # study would; 'auto' then plans from it.
+    history = tempfile.mkdtemp(prefix="nipype-batch-history-")
+    os.environ["NIPYPE_BATCH_HISTORY"] = os.path.join(history, "history.sqlite")
     for mode in modes:
         rows.append(run(mode, args, profile))
         print(f"packing={rows[-1].mode}: {rows[-1].real_s:.0f} s real, CPU load "

@@ -17,8 +17,8 @@ from .aws.session import ApiCallCounter
 from .aws.staging import Stager
 from .cloud import Cloud
 from .images.registries import PlainRegistry
+from .latency import ZERO, LatencyProfile
 from .local.directory_s3 import DirectoryS3
-from .local.latency import ZERO, LatencyProfile
 from .local.simulated_batch import DIRECTORY_S3_ENV, QUEUE, REGION, SimulatedBatch
 from .local.stack import THROWAWAY_KEY, start_emulator
 from .plugin import BatchPlugin

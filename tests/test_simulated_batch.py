@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from nipype import Workflow
 
 from examples.scale.workflows import double, mapnode_workflow
+from nipype_batch.driver.packs import SHORT_NODE_S
+from nipype_batch.packing import PackingModel, chunk_size
 from nipype_batch.simulated import SimulatedStack
 from tests.helpers import assert_same_tree, node_dirs
 
@@ -194,7 +196,7 @@ def service(request):
 
 
 def _profile(**delays):
-    from nipype_batch.local.latency import Delay, LatencyProfile
+    from nipype_batch.latency import Delay, LatencyProfile
 
     return LatencyProfile("test", **{k: Delay.fixed(v) if isinstance(v, int | float) and
                                      k not in ("image_mb", "pull_mb_per_s", "host_vcpus",
@@ -287,7 +289,7 @@ def test_a_job_larger_than_any_host_stays_runnable_with_batch_s_reason(service):
 
 
 def test_draws_repeat_with_the_seed_and_differ_with_another():
-    from nipype_batch.local.latency import AWS_EC2
+    from nipype_batch.latency import AWS_EC2
 
     def draws(profile):
         return [profile.runnable_to_starting.draw(profile.rng("job", n, None))
@@ -299,7 +301,7 @@ def test_draws_repeat_with_the_seed_and_differ_with_another():
 
 
 def test_named_profiles_overheads_are_in_their_measured_ranges():
-    from nipype_batch.local.latency import AWS_EC2, AWS_FARGATE, LOCAL_STACK, ZERO
+    from nipype_batch.latency import AWS_EC2, AWS_FARGATE, LOCAL_STACK, ZERO
 
     assert ZERO.job_overhead_s() == 0 and ZERO.cold_start_s() == 0
     # NOTES.md: ~1.2 s submit-to-SUCCEEDED for a trivial job on the local stack
@@ -315,7 +317,7 @@ def test_a_node_sleeping_a_minute_takes_a_simulated_minute_in_a_second(tmp_path)
 
     from nipype import Function, Node, Workflow
 
-    from nipype_batch.local.latency import LOCAL_STACK
+    from nipype_batch.latency import LOCAL_STACK
 
     stack = SimulatedStack(workers=2, profile=LOCAL_STACK, time_scale=1 / 60)
     try:
@@ -340,3 +342,25 @@ def test_a_node_sleeping_a_minute_takes_a_simulated_minute_in_a_second(tmp_path)
     # time (sim_clock's caveat), bounded by the run's real duration
     assert 60 <= (job.stopped_at - job.started_at) / 1000 < 60 + real_s * 60
     assert real_s < 10
+
+
+def test_a_mapnode_measured_short_runs_in_chunks_and_matches_linear(tmp_path, simulated):
+    _mapped(tmp_path / "linear", 40).run(plugin="Linear")
+    # Without a history a subnode is taken as 10 s: chunks of a few, as long as a job waits.
+    first = simulated.plugin({"report": False, "job_overhead_s": 30})
+    _mapped(tmp_path / "first", 40).run(plugin=first)
+    size = chunk_size(SHORT_NODE_S, 40, PackingModel(job_overhead_s=30))
+    assert 1 < size < 40
+    assert len(first.array_job_ids) == 1
+    assert len(first.submitted_job_ids) == math.ceil(40 / size) + 1
+
+    # The first run measured them (milliseconds each): one job runs them all.
+    chunked = simulated.plugin({"report": False, "job_overhead_s": 30})
+    _mapped(tmp_path / "sim", 40).run(plugin=chunked)
+
+    assert len(chunked.submitted_job_ids) == 2  # every subnode in one job, then `total`
+    assert node_dirs(tmp_path / "linear" / "mapped") == node_dirs(tmp_path / "sim" / "mapped")
+    assert_same_tree(tmp_path / "linear" / "mapped", tmp_path / "sim" / "mapped")
+    off = simulated.plugin({"report": False, "job_overhead_s": 30, "packing": "off"})
+    _mapped(tmp_path / "off", 40).run(plugin=off)
+    assert len(off.submitted_job_ids) == 41  # 'off': a job per subnode, history or not

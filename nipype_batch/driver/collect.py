@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import replace
 from typing import Any
 
 from nipype.utils.filemanip import loadpkl
@@ -52,6 +53,8 @@ class Collector:
             shutil.rmtree(job.node_dir, ignore_errors=True)  # as Nipype empties a re-run node
         fetched = self._fetch_finished(job)
         runner = read_provenance(job.node_dir).get("runner", {})
+        if job.in_pack and status.stopped_at is None:  # its job still runs its other nodes
+            status = replace(status, stopped_at=int(time.time() * 1000))
         record = job_record(
             job_id=job.job_id, job_name=job.job_name, job_queue=job.queue,
             job_definition=job.definition, image=job.image, resources=job.resources,

@@ -17,7 +17,7 @@ from typing import Any
 from nipype.pipeline.engine import MapNode
 
 from ..history import NodeHistory, RunHistory, history_key
-from ..local.latency import AWS_EC2, AWS_FARGATE
+from ..latency import AWS_EC2, AWS_FARGATE
 from ..packing import Pack, PackingModel, PackPlan, PlanNode, chunk_size, plan_packs
 from ..resources import JobResources, resources_for
 from ..settings import BatchSettings
@@ -31,7 +31,7 @@ SHORT_NODE_S = 10.0
 
 def job_overhead_s(cloud: Any, settings: BatchSettings) -> float:
     """The backend's estimate of the seconds each job waits before it runs: its own, else
-    AWS's on the run's platform (from the figures cited in :mod:`..local.latency`), with one
+    AWS's on the run's platform (from the figures cited in :mod:`nipype_batch.latency`), with one
     status poll."""
     value = getattr(cloud, "job_overhead_s", None)
     if value is not None:

@@ -9,8 +9,8 @@ from ..aws.staging import Stager
 from ..cloud import Cloud
 from ..images.build import DEFAULT_BASE_IMAGE
 from ..images.registries import PlainRegistry
+from ..latency import LOCAL_STACK
 from ..settings import BatchSettings
-from .latency import LOCAL_STACK
 from .stack import LocalStack
 
 

@@ -7,8 +7,8 @@ worker processes, against the emulator's S3: every result is real, only the cont
 instance and Batch's own scheduling are left out. The driver's CPU and memory can then be
 measured at 10,000 jobs, which the container-backed local stack cannot reach on one machine.
 
-Batch's own waiting is played back from a :class:`~nipype_batch.local.latency.LatencyProfile`
-(default :data:`~nipype_batch.local.latency.ZERO`: none): each job, array children included,
+Batch's own waiting is played back from a :class:`~nipype_batch.latency.LatencyProfile`
+(default :data:`~nipype_batch.latency.ZERO`: none): each job, array children included,
 goes SUBMITTED -> RUNNABLE -> STARTING -> RUNNING -> SUCCEEDED/FAILED with the profile's
 delays, waits RUNNABLE while the queue's vCPUs are taken, and the first jobs on a new host
 wait for it to launch and to pull the image. With ``time_scale`` below 1 the whole simulation
@@ -41,8 +41,8 @@ from botocore.awsrequest import AWSResponse
 
 from ..aws.batch import ARRAY_MAX, ARRAY_MIN, DESCRIBE_CHUNK, OVERRIDES_LIMIT
 from ..aws.status import FINISHED_STATES, JobState
+from ..latency import ZERO, LatencyProfile
 from ..protocol import ARRAY_INDEX_ENV
-from .latency import ZERO, LatencyProfile
 from .sim_clock import ScaledClock, install
 
 ACCOUNT = "123456789012"
@@ -199,7 +199,7 @@ class SimulatedBatch:
         them all busy waits in STARTING: more workers than jobs running at once (in the
         profile's capacity) keep that wait short, as long as the jobs mostly sleep.
     profile : LatencyProfile
-        Batch's delays and capacity (:mod:`nipype_batch.local.latency`); default none.
+        Batch's delays and capacity (:mod:`nipype_batch.latency`); default none.
     time_scale : float
         Real seconds per simulated second: 1/30 plays 30 simulated minutes in one real one.
     """

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,33 @@ def collect_jobs(work_dir: str | os.PathLike[str]) -> list[JobRow]:
         raise NipypeBatchError(f"no such work directory: {root}")
     rows = [row for node_dir in _provenance_dirs(root)
             if (row := job_row(node_dir, read_provenance(node_dir), root)) is not None]
+    rows = merge_packs(rows)
     return sorted(rows, key=lambda r: (r.submitted_ms is None, r.submitted_ms or 0, r.node))
+
+
+def merge_packs(rows: list[JobRow]) -> list[JobRow]:
+    """One row per job: the nodes of a pack (one job that ran several) become one row,
+    named after its first node, running from its start to its last node's end, failed if
+    any node failed (and then pointing at that node, whose crash the report shows)."""
+    by_job: dict[str, list[JobRow]] = {}
+    for row in rows:
+        by_job.setdefault(row.job_id, []).append(row)
+    merged = []
+    for members in by_job.values():
+        if len(members) == 1:
+            merged.append(members[0])
+            continue
+        members.sort(key=lambda r: r.node)
+        failed = [m for m in members if m.failed]
+        lead = failed[0] if failed else members[0]
+        stops = [m.stopped_ms for m in members if m.stopped_ms]
+        memory = [m.peak_memory_mb for m in members if m.peak_memory_mb is not None]
+        merged.append(replace(
+            lead, node=f"{lead.node} (+{len(members) - 1} nodes in its job)",
+            nodes=tuple(m.node for m in members), stopped_ms=max(stops) if stops else None,
+            peak_memory_mb=max(memory) if memory else None,
+            started_ms=min((m.started_ms for m in members if m.started_ms), default=None)))
+    return merged
 
 
 def crash_traceback(node_dir: str) -> list[str]:

@@ -53,6 +53,7 @@ class JobRow:
     peak_memory_mb: float | None = None
     hostname: str | None = None
     image: str | None = None
+    nodes: tuple[str, ...] = ()  # every node of a pack (a job that ran several), else empty
 
     @property
     def failed(self) -> bool:
