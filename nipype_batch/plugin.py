@@ -248,7 +248,7 @@ class BatchPlugin(DistributedPluginBase):
         try:
             node_dir = node.output_dir()
             run = self._packing.run_for(node_dir)
-            if run is not None and run.prepared is not None:  # its pack runs already
+            if run is not None and node_dir in run.views:  # its pack runs already
                 self._join(run, node_dir, taskid)
                 return taskid
             node._get_inputs()
@@ -261,6 +261,8 @@ class BatchPlugin(DistributedPluginBase):
             if job is not None:
                 self._parts.flight.track(taskid, job, submitted=False)
                 self.resumed_job_ids.append(job.job_id)
+                if job.in_pack:  # its pack's other nodes wait for the same job
+                    self._packing.resume(job)
             elif self._parts.resumer.fetch_committed(node, hashvalue):
                 self._done_here.add(taskid)
             elif run is not None and not run.launched:
@@ -313,8 +315,7 @@ class BatchPlugin(DistributedPluginBase):
     def _join(self, run: PackRun, node_dir: str, taskid: int) -> None:
         """Nipype offers a node of a pack that is prepared or running: wait for its marker."""
         view = run.views[node_dir]
-        assert run.prepared is not None
-        if not view.job_id:  # prepared in this pass, submitted at its end
+        if not view.job_id and run.prepared is not None:  # submitted at the end of the pass
             members = run.prepared.members
             members[[v for _t, v in members].index(view)] = (taskid, view)
         else:

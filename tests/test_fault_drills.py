@@ -319,14 +319,14 @@ import nipype_batch
 from nipype_batch import BatchPlugin
 from tests.test_fault_drills import _two_step
 from pathlib import Path
-plugin = BatchPlugin({{"backend": "local"}})
+plugin = BatchPlugin({{"backend": "local", "packing": {packing!r}}})
 _two_step(Path({base!r}), "resumed", 10).run(plugin=plugin)
 print("RESULT " + json.dumps({{"submitted": plugin.submitted_job_ids,
                               "resumed": plugin.resumed_job_ids}}))
 '''
 
 
-def _kill_driver_once_its_job_runs(tmp_path: Path, local_stack) -> Path:
+def _kill_driver_once_its_job_runs(tmp_path: Path, local_stack, packing: str = "off") -> Path:
     """Start RESUMABLE_DRIVER, SIGKILL it once its first job's container runs; the script."""
     import signal
     import subprocess
@@ -334,7 +334,8 @@ def _kill_driver_once_its_job_runs(tmp_path: Path, local_stack) -> Path:
 
     root = str(Path(__file__).resolve().parent.parent)
     script = tmp_path / "driver.py"
-    script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run")))
+    script.write_text(RESUMABLE_DRIVER.format(root=root, base=str(tmp_path / "run"),
+                                              packing=packing))
     driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -352,12 +353,14 @@ def _jobs_named(batch, suffix: str) -> list[str]:
                   "FAILED"):
         for job in batch.list_jobs(jobQueue="nipype-batch-local",
                                    jobStatus=state)["jobSummaryList"]:
-            if job["jobName"].endswith(suffix):
+            if job["jobName"].endswith(suffix) or f"{suffix}-and-" in job["jobName"]:
                 found.append(job["jobId"])
     return found
 
 
-def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_stack, monkeypatch):
+@pytest.mark.parametrize("packing", ["off", "auto"])
+def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_stack, monkeypatch,
+                                                              packing):
     import shutil
     import subprocess
     import sys
@@ -369,7 +372,7 @@ def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_sta
     shared = local.up()
     try:
         _two_step(tmp_path / "calm", "resumed", 0).run(plugin="Linear")
-        script = _kill_driver_once_its_job_runs(tmp_path, local_stack)
+        script = _kill_driver_once_its_job_runs(tmp_path, local_stack, packing)
         # the job is Batch's, not the driver's: it runs on
         assert local_stack.docker.containers.list(filters={"name": "resumed_square"})
 
@@ -384,7 +387,10 @@ def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_sta
         batch = shared.client("batch")
         (square_job,) = _jobs_named(batch, "resumed_square")  # never submitted twice
         assert second["resumed"] == [square_job]
-        assert len(second["submitted"]) == 1  # only plus, which had not been submitted
+        if packing == "off":
+            assert len(second["submitted"]) == 1  # only plus, which had not been submitted
+        else:  # plus ran in square's job: it waited for that job's marker
+            assert second["submitted"] == []
         for rel in ("square/square.txt", "plus/plus_one.txt"):
             calm = (tmp_path / "calm" / "resumed" / rel).read_text()
             assert (tmp_path / "run" / "resumed" / rel).read_text() == calm
@@ -395,7 +401,7 @@ def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, local_sta
         assert third["submitted"] == [] and third["resumed"] == []
         assert (tmp_path / "run" / "resumed" / "plus" / "plus_one.txt").read_text() == \
             (tmp_path / "calm" / "resumed" / "plus" / "plus_one.txt").read_text()
-        assert len(_jobs_named(batch, "resumed_plus")) == 1
+        assert len(_jobs_named(batch, "resumed_plus")) == (1 if packing == "off" else 0)
     finally:
         local.down()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nipype.pipeline.engine import MapNode
@@ -125,6 +125,21 @@ class Packing:
                  model.job_overhead_s, sum(1 for n in graph.nodes()
                                            if history_key(dirs[n], base_dir) in runtimes))
         return cls(plan, after, model, runtimes)
+
+    def resume(self, job: SubmittedJob) -> None:
+        """A pack an earlier driver launched still runs: its nodes wait for its markers
+        rather than for a pack of this run's plan."""
+        dirs = job.pack_dirs or []
+        views = {}
+        for index, node_dir in enumerate(dirs):
+            bundle = job.bundle_key
+            if bundle and job.pack_index is not None:
+                bundle = bundle.replace(f"-{job.pack_index}.tar", f"-{index}.tar")
+            views[node_dir] = replace(job, node_dir=node_dir, pack_index=index, hashvalue="",
+                                      bundle_key=bundle, node_name=os.path.basename(node_dir))
+        run = PackRun(Pack(tuple(dirs), job.resources.vcpus, job.resources.memory_mb, 0.0,
+                           job.image, job.queue), single=True, views=views)
+        self._runs.update(dict.fromkeys(dirs, run))
 
     def run_for(self, node_dir: str) -> PackRun | None:
         """The pack a node belongs to, if it shares a job."""
