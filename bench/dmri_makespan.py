@@ -1,10 +1,11 @@
 """Makespan of the DIPY study (examples/dmri_workflow): AWSBatch on the local stack against
 MultiProc on this machine, in the same process, on the same synthetic data.
 
-For each subject count: a MultiProc run (the baseline) and an AWSBatch run, each on a fresh work
-directory; the job image is built (or found) before timing, as a warm run would find it. Prints
-the makespans with ratios against MultiProc, then per-stage times: each node's own run time (from
-its Nipype result) and, for jobs, the Batch timings from ``_nipype_batch.json``.
+For each subject count: a MultiProc run (the baseline), then AWSBatch with packing 'off' and
+'auto', each on a fresh work directory; the job image is built (or found) before timing, as a
+warm run would find it. Prints the makespans with ratios against MultiProc and 'off', then
+per-stage times: each node's own run time (from its Nipype result) and, for jobs, the Batch
+timings from ``_nipype_batch.json``.
 
     python bench/dmri_makespan.py [--subjects 4 16] [--size 64 64 30] [--n-procs 2] [--poll 2]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +43,7 @@ class Run:
     node_s: dict[str, list[float]] = field(default_factory=dict)   # stage -> run times
     job_s: dict[str, list[float]] = field(default_factory=dict)    # stage -> job start-to-stop
     wait_s: dict[str, list[float]] = field(default_factory=dict)   # stage -> submit-to-start
+    jobs: int = 0  # jobs submitted (AWSBatch)
 
 
 def stage_times(run: Run, work: Path) -> None:
@@ -79,23 +82,25 @@ def print_tables(runs: list[Run], image: str, args: argparse.Namespace) -> None:
     jobs = f", AWSBatch max_jobs {args.max_jobs}" if args.max_jobs else ""
     print(f"\nDIPY study ({args.denoise}), {size} voxels x 37 volumes per subject, poll "
           f"{args.poll} s{jobs}. {image}\n")
-    print(f"| subjects | MultiProc(n_procs={args.n_procs}) s | AWSBatch (local stack) s | ratio |")
-    print("|---|---|---|---|")
+    print(f"| subjects | MultiProc(n_procs={args.n_procs}) s | AWSBatch packing='off' s (jobs) "
+          "| AWSBatch packing='auto' s (jobs) | off / MultiProc | auto / off |")
+    print("|---|---|---|---|---|---|")
     for n in args.subjects:
-        base = next(r for r in runs if r.subjects == n and r.plugin == "MultiProc")
-        batch = next(r for r in runs if r.subjects == n and r.plugin == "AWSBatch")
-        print(f"| {n} | {base.makespan_s:.1f} | {batch.makespan_s:.1f} | "
-              f"{batch.makespan_s / base.makespan_s:.2f}x |")
+        base, off, auto = (next(r for r in runs if r.subjects == n and r.plugin == name)
+                           for name in ("MultiProc", "AWSBatch off", "AWSBatch auto"))
+        print(f"| {n} | {base.makespan_s:.1f} | {off.makespan_s:.1f} ({off.jobs}) | "
+              f"{auto.makespan_s:.1f} ({auto.jobs}) | {off.makespan_s / base.makespan_s:.2f}x | "
+              f"{auto.makespan_s / off.makespan_s:.2f}x |")
     print("\nPer stage, mean per node: the node's own run time (Nipype result) under each "
           "plugin; for\nAWSBatch also the job's start-to-stop and submit-to-start (Batch "
           "timestamps; moto stamps\nstartedAt before it starts the container, so on the local "
           "stack container start-up is inside start-to-stop).\n")
-    print("| subjects | stage | MultiProc run s | AWSBatch run s | job start-stop s "
+    print("| subjects | stage | MultiProc run s | AWSBatch off run s | job start-stop s "
           "| job submit-start s |")
     print("|---|---|---|---|---|---|")
     for n in args.subjects:
         base = next(r for r in runs if r.subjects == n and r.plugin == "MultiProc")
-        batch = next(r for r in runs if r.subjects == n and r.plugin == "AWSBatch")
+        batch = next(r for r in runs if r.subjects == n and r.plugin == "AWSBatch off")
         for stage in STAGES:
             print(f"| {n} | {stage} | {_mean(base.node_s.get(stage))} | "
                   f"{_mean(batch.node_s.get(stage))} | {_mean(batch.job_s.get(stage))} | "
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="nipype-batch-dmri-bench-") as tmp:
         root = Path(tmp)
+        os.environ["NIPYPE_BATCH_HISTORY"] = str(root / "history.sqlite")  # this run's own
         started = time.perf_counter()
         make_dataset(root / "bids", max(args.subjects), tuple(args.size), seed=0)
         data_s = time.perf_counter() - started
@@ -141,10 +147,15 @@ def main(argv: list[str] | None = None) -> int:
             subjects = [f"{i:02d}" for i in range(1, n + 1)]
             runs.append(timed_run(root / f"mp{n}", root / "bids", subjects, "MultiProc",
                                   {"n_procs": args.n_procs}, "MultiProc", args.denoise))
-            runs.append(timed_run(root / f"batch{n}", root / "bids", subjects,
-                                  BatchPlugin(batch_args), None, "AWSBatch", args.denoise))
-            print(f"{n} subjects: MultiProc {runs[-2].makespan_s:.1f} s, AWSBatch "
-                  f"{runs[-1].makespan_s:.1f} s", flush=True)
+            # 'off' first: its jobs measure every node into the run history, which 'auto'
+            # then plans from, as a study's second run would
+            for mode in ("off", "auto"):
+                plugin = BatchPlugin({**batch_args, "packing": mode})
+                runs.append(timed_run(root / f"batch{n}{mode}", root / "bids", subjects,
+                                      plugin, None, f"AWSBatch {mode}", args.denoise))
+                runs[-1].jobs = len(plugin.submitted_job_ids)
+            print(f"{n} subjects: MultiProc {runs[-3].makespan_s:.1f} s, AWSBatch off "
+                  f"{runs[-2].makespan_s:.1f} s, auto {runs[-1].makespan_s:.1f} s", flush=True)
     print_tables(runs, image, args)
     return 0
 

@@ -91,6 +91,12 @@ def run(mode: str | None, args: argparse.Namespace, profile: LatencyProfile) -> 
             real_s = time.monotonic() - started
             end = stack.batch.now()
             jobs = [j for j in stack.batch.jobs.values() if not j.children]
+            if args.timeline:  # each job's name, vCPUs and state changes, for a closer look
+                import json
+
+                with open(f"{args.timeline}.{mode or 'off'}.json", "w") as fh:
+                    json.dump([{"name": j.name, "vcpus": j.vcpus, **j.timeline}
+                               for j in jobs], fh)
             vcpu_s = sum((j.stopped_at - j.started_at) / 1000 * j.vcpus for j in jobs
                          if j.started_at is not None and j.stopped_at is not None)
             host_s = sum((end - h.launched_at) * h.vcpus for h in stack.batch.hosts)
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16,
                         help="worker processes running the jobs (they mostly sleep)")
     parser.add_argument("--profile", default="aws-ec2", choices=sorted(PROFILES))
+    parser.add_argument("--timeline", metavar="PREFIX",
+                        help="write each job's state changes to PREFIX.<mode>.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nipype.workflow").setLevel(logging.WARNING)
