@@ -6,7 +6,7 @@ simulated Batch with a latency profile (default AWS_EC2: jobs wait tens of secon
 ones minutes for hosts to launch), played on a scaled clock, once per packing mode, and
 prints a table with ratios against the analytic lower bound and against packing='off'.
 
-    python bench/packing.py [--subjects 10] [--time-scale 0.0333] [--workers 16]
+    python bench/packing.py [--subjects 10] [--time-scale 0.1] [--workers 64]
 
 Times are simulated seconds (real seconds / time scale). Real CPU work (the driver, and each
 job's staging in its worker) counts 1 / time-scale times over, so makespans are pessimistic by
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=10,
                         help="subjects (each 40 nodes and 200 subnodes); 10 take ~2 min real "
                         "per mode, 100 ~15 min or more")
-    parser.add_argument("--time-scale", type=float, default=1 / 30,
+    parser.add_argument("--time-scale", type=float, default=0.1,
                         help="real seconds per simulated second")
-    parser.add_argument("--workers", type=int, default=16,
+    parser.add_argument("--workers", type=int, default=64,
                         help="worker processes running the jobs (they mostly sleep)")
     parser.add_argument("--profile", default="aws-ec2", choices=sorted(PROFILES))
     parser.add_argument("--timeline", metavar="PREFIX",

@@ -371,3 +371,23 @@ def test_cli_on_a_finished_local_run_and_the_report_in_chromium(tmp_path, local_
     shot = tmp_path / "report.png"
     headless(page, profile, f"--screenshot={shot}", "--window-size=1400,900")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_a_packs_nodes_are_one_job_in_the_report_counted_once():
+    from nipype_batch.report.collect import merge_packs
+    from nipype_batch.report.model import JobRow
+
+    def row(node: str, job: str, stop: int, failed: bool = False) -> JobRow:
+        return JobRow(node=node, node_dir=f"/w/{node}", job_id=job, job_name="j",
+                      state="SUCCEEDED", vcpus=2, memory_mb=4096, started_ms=1000,
+                      stopped_ms=stop, node_failed=failed, peak_memory_mb=float(stop // 100))
+
+    rows = merge_packs([row("wf/b", "pack", 5000, failed=True), row("wf/a", "pack", 3000),
+                        row("wf/c", "alone", 2000)])
+
+    assert len(rows) == 2
+    pack = next(r for r in rows if r.job_id == "pack")
+    assert pack.nodes == ("wf/a", "wf/b")
+    assert pack.node == "wf/b (+1 nodes in its job)"  # the failed node leads: its crash shows
+    assert pack.node_dir == "/w/wf/b" and pack.failed
+    assert (pack.started_ms, pack.stopped_ms, pack.peak_memory_mb) == (1000, 5000, 50.0)

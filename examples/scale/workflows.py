@@ -9,6 +9,10 @@ def double(x):
     return 2 * x
 
 
+def square(x):
+    return x ** 2
+
+
 def add(values):
     return sum(values)
 

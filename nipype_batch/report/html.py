@@ -88,7 +88,8 @@ def gantt_svg(bars: Sequence[Bar]) -> str:
         if index % 2:
             out.append(f'<rect x="0" y="{y}" width="{width}" height="{ROW_H}" fill="#f7f8fa"/>')
         out.append(f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" text-anchor="end">'
-                   f'<title>{escape(row.node)} ({escape(row.job_id)})</title>'
+                   f'<title>{escape(row.node)} ({escape(row.job_id)})'
+                   f'{escape("".join(chr(10) + node for node in row.nodes))}</title>'
                    f'{escape(_short(row.node))}</text>')
         top = y + (ROW_H - BAR_H) / 2
         for seg in bar.segments:
