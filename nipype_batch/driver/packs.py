@@ -100,6 +100,9 @@ class Packing:
                  for node in graph.nodes()}
         if settings.packing == "off":
             return cls(None, after, model, runtimes)
+        if len(set(dirs.values())) < len(dirs):  # e.g. parameterize_dirs=False
+            log.info("Packing off for this run: some nodes share a directory")
+            return cls(None, after, model, runtimes)
         records = []
         for node in sorted(graph.nodes(), key=lambda n: dirs[n]):
             key = dirs[node]
