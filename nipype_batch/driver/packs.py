@@ -103,7 +103,7 @@ class Packing:
         if len(set(dirs.values())) < len(dirs):  # e.g. parameterize_dirs=False
             log.info("Packing off for this run: some nodes share a directory")
             return cls(None, after, model, runtimes)
-        records = []
+        records, known = [], 0  # known: nodes the history has seen
         for node in sorted(graph.nodes(), key=lambda n: dirs[n]):
             key = dirs[node]
             if node in on_driver:
@@ -113,6 +113,7 @@ class Packing:
             resources = resources_for(node, settings)
             name = history_key(key, base_dir or node.base_dir)
             seen = name in runtimes
+            known += seen
             records.append(PlanNode(
                 key=key, after=after[key], image=compatible(resources),
                 queue=resources.job_queue or default_queue, vcpus=resources.vcpus,
@@ -125,8 +126,7 @@ class Packing:
         log.info("Packing: %d job nodes in %d jobs (%d nodes share a job; target %g s, "
                  "%g s waiting per job, %d nodes with a run history)",
                  len(records) - len(on_driver), len(plan.packs), packed, model.target_s,
-                 model.job_overhead_s, sum(1 for n in graph.nodes()
-                                           if history_key(dirs[n], base_dir) in runtimes))
+                 model.job_overhead_s, known)
         return cls(plan, after, model, runtimes)
 
     def resume(self, job: SubmittedJob) -> None:
