@@ -26,11 +26,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import math
 import os
 import threading
 import uuid
-from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -41,6 +39,7 @@ from botocore.awsrequest import AWSResponse
 
 from ..aws.batch import ARRAY_MAX, ARRAY_MIN, DESCRIBE_CHUNK, OVERRIDES_LIMIT
 from ..aws.status import FINISHED_STATES, JobState
+from ..capacity import Capacity, Host
 from ..latency import ZERO, LatencyProfile
 from ..protocol import ARRAY_INDEX_ENV
 from .sim_clock import ScaledClock, install
@@ -94,22 +93,6 @@ def run_job(environment: dict[str, str]) -> tuple[int, int, int]:
         os.environ.clear()
         os.environ.update(saved)
     return code, started, int(time.time() * 1000)
-
-
-@dataclass
-class Host:
-    """One instance of the compute environment (simulated)."""
-
-    number: int
-    vcpus: float
-    ready_at: float  # simulated seconds
-    launched_at: float = -math.inf
-    used: float = 0.0
-    images: dict[str, float] = field(default_factory=dict)  # image -> when its pull ends
-
-    @property
-    def free(self) -> float:
-        return self.vcpus - self.used
 
 
 @dataclass
@@ -210,20 +193,16 @@ class SimulatedBatch:
         self.profile = profile
         self.clock = ScaledClock(time_scale)
         self.jobs: dict[str, SimulatedJob] = {}
-        self.hosts: list[Host] = []
         self._definitions: dict[str, dict[str, Any]] = {}
         self._revision = itertools.count(1)
         self._numbers = itertools.count()
         self._events: list[tuple[float, int, str, Any]] = []  # (when, tie, action, job or host)
         self._tie = itertools.count()
-        self._runnable: deque[SimulatedJob] = deque()  # waiting for room, first come first
-        self._waiting_vcpus = 0.0  # what the RUNNABLE jobs ask for
-        self._in_use = 0.0  # vCPUs of the jobs placed and not yet exited
+        self.capacity = Capacity(profile, on_launch=lambda host: self._at(
+            host.ready_at, "host_ready", host), on_placed=lambda job, starting: self._at(
+            starting, "starting", job))
         self._lock = threading.Condition()
         self._stopped = False
-        if profile.host_vcpus is None and not profile.host_per_job:
-            # no capacity model: one warm host of unlimited size, holding every image
-            self.hosts.append(Host(0, math.inf, ready_at=-math.inf))
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                          initializer=_init_worker, initargs=(self.clock,))
         # started and warm before the first job, whose timings would otherwise hold the
@@ -238,6 +217,11 @@ class SimulatedBatch:
         batch = session.client("batch", region_name=REGION, endpoint_url="http://simulated")
         batch.meta.events.register("before-send.batch", self._answer)
         return batch
+
+    @property
+    def hosts(self) -> list[Host]:
+        """Every host launched so far."""
+        return self.capacity.hosts
 
     def now(self) -> float:
         """Simulated epoch seconds."""
@@ -344,10 +328,8 @@ class SimulatedBatch:
             job = self.jobs.get(body["jobId"])
             for each in [job, *(job.children if job else [])]:
                 if each is not None and each.status not in FINISHED_STATES:
-                    self._release(each)
-                    if each in self._runnable:
-                        self._runnable.remove(each)
-                        self._waiting_vcpus -= each.vcpus
+                    self.capacity.release(each)
+                    self.capacity.withdraw(each)
                     self._finish(each, None, reason=body.get("reason") or "terminated")
             self._lock.notify_all()
         return {}
@@ -384,8 +366,8 @@ class SimulatedBatch:
             while self._events and self._events[0][0] <= now:
                 when, _tie, action, subject = heapq.heappop(self._events)
                 getattr(self, f"_on_{action}")(subject, when)
-                self._place(when)
-            if not self._place(now):
+                self.capacity.place(when)
+            if not self.capacity.place(now):
                 self._lock.notify_all()  # the ticker's next wake-up may have moved
                 return
 
@@ -394,14 +376,10 @@ class SimulatedBatch:
             return
         job.status = "RUNNABLE"
         job.timeline["RUNNABLE"] = at
-        limit = self.profile.max_vcpus or math.inf
-        if not self.profile.host_per_job:
-            limit = min(limit, self.profile.host_vcpus or math.inf)
-        if job.vcpus > limit:
+        if not self.capacity.fits(job.vcpus):
             job.reason = TOO_LARGE  # stays RUNNABLE, as Batch leaves it
             return
-        self._runnable.append(job)
-        self._waiting_vcpus += job.vcpus
+        self.capacity.enqueue(job)
 
     def _on_host_ready(self, host: Host, at: float) -> None:
         pass  # its jobs are placed by _place on this pass
@@ -411,13 +389,8 @@ class SimulatedBatch:
             return
         job.status = "STARTING"
         job.timeline["STARTING"] = at
-        host = job.host
-        assert host is not None
-        # the image is pulled once per host; a job arriving during the pull waits for its end
-        pulled = host.images.get(job.image)
-        if pulled is None:
-            pulled = host.images[job.image] = at + self.profile.pull_s
-        ready = max(at, pulled) + self.profile.starting_to_running.draw(job.rng)
+        ready = (self.capacity.image_ready(job, job.image, at)
+                 + self.profile.starting_to_running.draw(job.rng))
         self._at(ready, "container_started", job)
 
     def _on_container_started(self, job: SimulatedJob, at: float) -> None:
@@ -438,73 +411,12 @@ class SimulatedBatch:
             return
         self._finish(job, job.exit_code, reason=job.reason, stopped_at=job.stopped_at, at=at)
 
-    def _place(self, now: float) -> bool:
-        """Put RUNNABLE jobs on hosts with room, first come first served (a job that does not
-        fit holds the ones behind it, as at the head of a Batch queue), launching hosts as the
-        queue allows; True if a job was placed with no delay left (to apply on this pass)."""
-        placed_now = False
-        while self._runnable:
-            job = self._runnable[0]
-            host = self._host_for(job, now)
-            if host is None:
-                break
-            self._runnable.popleft()
-            self._waiting_vcpus -= job.vcpus
-            self._in_use += job.vcpus
-            host.used += job.vcpus
-            job.host = host
-            starting = max(now, host.ready_at) + self.profile.runnable_to_starting.draw(job.rng)
-            self._at(starting, "starting", job)
-            placed_now |= starting <= now
-        if self._runnable and not self.profile.host_per_job:
-            self._scale_up(now)
-        return placed_now
-
-    def _host_for(self, job: SimulatedJob, now: float) -> Host | None:
-        """A ready host with room for the job (on Fargate: a new one of its size), or None."""
-        profile = self.profile
-        if profile.host_per_job:
-            if self._in_use + job.vcpus > (profile.max_vcpus or math.inf):
-                return None
-            return self._launch(job.vcpus, now)
-        return next((h for h in self.hosts if h.ready_at <= now and h.free >= job.vcpus), None)
-
-    def _scale_up(self, now: float) -> None:
-        """Launch hosts for the vCPUs that wait, beyond what hosts being launched will give."""
-        size = self.profile.host_vcpus
-        assert size is not None
-        coming = sum(h.free for h in self.hosts if h.ready_at > now)
-        total = sum(h.vcpus for h in self.hosts)
-        limit = self.profile.max_vcpus or math.inf
-        while self._waiting_vcpus > coming and total + size <= limit:
-            host = self._launch(size, now)
-            coming += host.vcpus
-            total += host.vcpus
-
-    def _launch(self, vcpus: float, now: float) -> Host:
-        number = len(self.hosts)
-        ready = now + self.profile.host_launch.draw(self.profile.rng("host", number))
-        host = Host(number, vcpus, ready_at=ready, launched_at=now)
-        self.hosts.append(host)
-        self._at(ready, "host_ready", host)
-        return host
-
-    def _release(self, job: SimulatedJob) -> None:
-        """Give the job's vCPUs back to its host (a Fargate host goes away with its job)."""
-        host, job.host = job.host, None
-        if host is None:
-            return
-        host.used -= job.vcpus
-        self._in_use -= job.vcpus
-        if self.profile.host_per_job:
-            host.vcpus = 0.0
-
     def _exited(self, job: SimulatedJob, future: Future) -> None:
         """A worker finished the job: its vCPUs are free; its status follows after a delay."""
         with self._lock:
             if job.status in FINISHED_STATES:  # terminated meanwhile
                 return
-            self._release(job)
+            self.capacity.release(job)
             try:
                 code, started, stopped = future.result()
             except Exception as exc:  # the worker died: as an instance lost
