@@ -1,17 +1,25 @@
 """Makespan and billed vCPU-hours of many short nodes on AWS Batch, with and without packing.
 
 Runs the fMRIPrep-shaped synthetic workflow (examples/scale/fmriprep_shaped.py: 40 sleeping
-nodes and a MapNode of 200 one-second subnodes per subject, a JoinNode across subjects) on the
+nodes and a MapNode of 200 one-second subnodes per subject, a JoinNode across subjects) on a
 simulated Batch with a latency profile (default AWS_EC2: jobs wait tens of seconds, the first
-ones minutes for hosts to launch), played on a scaled clock, once per packing mode, and
-prints a table with ratios against the analytic lower bound and against packing='off'.
+ones minutes for hosts to launch), once per packing mode, and prints a table with ratios
+against the lower bound and against packing='off'. Two engines:
 
-    python bench/packing.py [--subjects 10] [--time-scale 0.1] [--workers 64]
+- ``--engine driver`` (default): the real plugin and runner on the simulated Batch
+  (nipype_batch.simulated), played on a scaled clock. Real CPU work (the driver, and each
+  job's staging in its worker) counts 1 / time-scale times over, so makespans are pessimistic
+  by that much; "pool wait" is how long jobs waited for a free worker process, which real
+  Batch does not have: if it is not small against the makespan, give more --workers.
+- ``--engine playback``: the same plan (the plugin's planner over the expanded graph, the run
+  history holding the nodes' true runtimes) played in virtual time through the same profile
+  and host placement (nipype_batch.forecast.playback): no node runs, so 100 subjects take
+  seconds, for each queue size of --max-vcpus and each seed of --seeds.
 
-Times are simulated seconds (real seconds / time scale). Real CPU work (the driver, and each
-job's staging in its worker) counts 1 / time-scale times over, so makespans are pessimistic by
-that much; "pool wait" is how long jobs waited for a free worker process, which real Batch
-does not have: if it is not small against the makespan, give more --workers.
+    python bench/packing.py --subjects 2 [--time-scale 0.1] [--workers 64]
+    python bench/packing.py --engine playback --subjects 100 --max-vcpus 64 256 1024 --seeds 5
+
+Times are simulated seconds.
 """
 
 from __future__ import annotations
@@ -24,17 +32,24 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from examples.scale.fmriprep_shaped import (
+    GROUP_S,
+    MAPNODE,
+    STEPS,
+    VOLUME_S,
     critical_path_s,
     fmriprep_shaped,
     node_count,
     total_node_s,
 )
+from nipype_batch.forecast.playback import play
+from nipype_batch.forecast.workflow import plan_run
+from nipype_batch.history import NodeHistory
 from nipype_batch.latency import PROFILES, LatencyProfile
 from nipype_batch.settings import BatchSettings
 from nipype_batch.simulated import SimulatedStack
@@ -45,6 +60,7 @@ class Row:
     """One run's figures."""
 
     mode: str
+    max_vcpus: int | None
     nodes: int
     jobs: int
     submit_calls: int
@@ -63,11 +79,11 @@ def _cpu_s() -> float:
 
 
 def lower_bound_s(subjects: int, profile: LatencyProfile) -> float:
-    """No schedule beats the critical path plus one job's waiting and the cold start, nor
-    the total node time spread over the queue's vCPUs."""
+    """No schedule beats the critical path plus one job's waiting and the cold start, nor the
+    cold start and the total node time spread over the queue's vCPUs."""
     path = critical_path_s() + profile.job_overhead_s() + profile.cold_start_s()
     spread = total_node_s(subjects) / profile.max_vcpus if profile.max_vcpus else 0.0
-    return max(path, spread)
+    return max(path, profile.cold_start_s() + spread)
 
 
 def run(mode: str | None, args: argparse.Namespace, profile: LatencyProfile) -> Row:
@@ -102,7 +118,8 @@ def run(mode: str | None, args: argparse.Namespace, profile: LatencyProfile) -> 
             host_s = sum((end - h.launched_at) * h.vcpus for h in stack.batch.hosts)
             waits = [j.timeline["RUNNING"] - j.timeline["DISPATCHED"] for j in jobs
                      if "RUNNING" in j.timeline and "DISPATCHED" in j.timeline]
-            row = Row(mode or "off", node_count(args.subjects), len(plugin.submitted_job_ids),
+            row = Row(mode or "off", profile.max_vcpus, node_count(args.subjects),
+                      len(plugin.submitted_job_ids),
                       stack.cloud.api_calls.counts.get("batch.SubmitJob", 0), real_s / scale,
                       vcpu_s / 3600, host_s / 3600, statistics.mean(waits) if waits else 0.0,
                       real_s, 0.0)
@@ -111,6 +128,49 @@ def run(mode: str | None, args: argparse.Namespace, profile: LatencyProfile) -> 
     wall = time.monotonic() - wall_before
     row.cpu_load = (_cpu_s() - cpu_before) / (wall * (os.cpu_count() or 1))
     return row
+
+
+def _table(rows: list[Row], subjects: int, profile: LatencyProfile, pool: bool) -> None:
+    """The rows, each against the bound of its queue size and the 'off' row before it."""
+    print("| max vCPUs | packing | nodes | SubmitJob calls | jobs | nodes/job | makespan s "
+          "| vCPU-h (jobs) | vCPU-h (hosts) | lower bound s | makespan/bound | vs off |"
+          + (" pool wait s | real s |" if pool else " real s |"))
+    print("|---" * (13 if pool else 12) + "|")
+    base = rows[0].makespan_s
+    for r in rows:
+        if r.mode == "off":
+            base = r.makespan_s
+        bound = lower_bound_s(subjects, replace(profile, max_vcpus=r.max_vcpus))
+        print(f"| {r.max_vcpus or 'none'} | {r.mode} | {r.nodes} | {r.submit_calls} | "
+              f"{r.jobs} | {r.nodes / max(r.jobs, 1):.1f} | {r.makespan_s:.0f} | "
+              f"{r.vcpu_h:.2f} | {r.host_vcpu_h:.2f} | {bound:.0f} | "
+              f"{r.makespan_s / bound:.2f}x | {r.makespan_s / base:.2f}x |"
+              + (f" {r.pool_wait_s:.1f} |" if pool else "") + f" {r.real_s:.0f} |")
+
+
+def true_history() -> list[NodeHistory]:
+    """The run history a first run would leave: every node's own runtime."""
+    runtimes = {name: seconds for name, (seconds, _) in STEPS.items()}
+    runtimes[MAPNODE[0]] = VOLUME_S
+    runtimes["group_summary"] = GROUP_S
+    return [NodeHistory(f"fmriprep_shaped.{name}", "nipype.interfaces.utility.Function", 1,
+                        seconds, seconds, 0.0, 0.0) for name, seconds in runtimes.items()]
+
+
+def play_back(mode: str, args: argparse.Namespace, profile: LatencyProfile) -> Row:
+    """One run played in virtual time (median makespan of the seeds)."""
+    settings = BatchSettings(packing=mode)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="nipype-batch-packing-") as tmp:
+        planned = plan_run(fmriprep_shaped(args.subjects, f"{tmp}/work"), settings,
+                           true_history(), profile.job_overhead_s() + settings.poll_min_s)
+    runs = [play(planned.records, planned.plan, profile.with_seed(seed), maps=planned.maps,
+                 poll_s=settings.poll_min_s) for seed in range(args.seeds)]
+    run = sorted(runs, key=lambda r: r.makespan_s)[len(runs) // 2]
+    real_s = time.monotonic() - started
+    return Row(mode, profile.max_vcpus, node_count(args.subjects), len(run.jobs),
+               run.submit_calls, run.makespan_s, run.vcpu_s / 3600, run.host_vcpu_s / 3600,
+               0.0, real_s, 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=64,
                         help="worker processes running the jobs (they mostly sleep)")
     parser.add_argument("--profile", default="aws-ec2", choices=sorted(PROFILES))
+    parser.add_argument("--engine", default="driver", choices=["driver", "playback"],
+                        help="run the plugin on the simulated Batch, or play its plan back")
+    parser.add_argument("--max-vcpus", type=int, nargs="+",
+                        help="queue sizes (maxvCpus) to play; default the profile's")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="playback: seeds of the profile's delays (median shown)")
     parser.add_argument("--timeline", metavar="PREFIX",
                         help="write each job's state changes to PREFIX.<mode>.json")
     args = parser.parse_args(argv)
@@ -130,6 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nipype.workflow").setLevel(logging.WARNING)
     profile = PROFILES[args.profile]
 
+    if args.engine == "playback":
+        rows = []
+        for max_vcpus in args.max_vcpus or [profile.max_vcpus]:
+            sized = replace(profile, max_vcpus=max_vcpus)
+            rows += [play_back(mode, args, sized) for mode in ("off", "auto")]
+        print(f"\nfMRIPrep-shaped workflow, {args.subjects} subjects, profile {profile.name} "
+              f"(job overhead {profile.job_overhead_s():.0f} s, cold start "
+              f"{profile.cold_start_s():.0f} s), played back (median of {args.seeds} seeds). "
+              "Simulated seconds.\n")
+        _table(rows, args.subjects, profile, pool=False)
+        return 0
     if "packing" in BatchSettings.__dataclass_fields__:
         modes: list[str | None] = ["off", "auto"]
     else:
@@ -140,25 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     # study would; 'auto' then plans from it.
     history = tempfile.mkdtemp(prefix="nipype-batch-history-")
     os.environ["NIPYPE_BATCH_HISTORY"] = os.path.join(history, "history.sqlite")
+    if args.max_vcpus:
+        profile = replace(profile, max_vcpus=args.max_vcpus[0])
     for mode in modes:
         rows.append(run(mode, args, profile))
         print(f"packing={rows[-1].mode}: {rows[-1].real_s:.0f} s real, CPU load "
               f"{rows[-1].cpu_load:.0%}", file=sys.stderr)
 
-    bound = lower_bound_s(args.subjects, profile)
-    base = rows[0].makespan_s
     print(f"\nfMRIPrep-shaped workflow, {args.subjects} subjects, profile {profile.name} "
           f"(job overhead {profile.job_overhead_s():.0f} s, cold start "
-          f"{profile.cold_start_s():.0f} s, {profile.max_vcpus} vCPUs), time scale "
-          f"1/{1 / args.time_scale:.0f}, {args.workers} workers. Simulated seconds.\n")
-    print("| packing | nodes | jobs | SubmitJob calls | nodes/job | makespan s | vCPU-h (jobs) "
-          "| vCPU-h (hosts) | lower bound s | makespan/bound | vs off | pool wait s | real s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.mode} | {r.nodes} | {r.jobs} | {r.submit_calls} | "
-              f"{r.nodes / max(r.jobs, 1):.1f} | {r.makespan_s:.0f} | {r.vcpu_h:.2f} | "
-              f"{r.host_vcpu_h:.2f} | {bound:.0f} | {r.makespan_s / bound:.2f}x | "
-              f"{r.makespan_s / base:.2f}x | {r.pool_wait_s:.1f} | {r.real_s:.0f} |")
+          f"{profile.cold_start_s():.0f} s), time scale 1/{1 / args.time_scale:.0f}, "
+          f"{args.workers} workers. Simulated seconds.\n")
+    _table(rows, args.subjects, profile, pool=True)
     if max(r.cpu_load for r in rows) > 0.7:
         print(f"\nwarning: the machine's CPUs were {max(r.cpu_load for r in rows):.0%} busy: "
               "real CPU work, scaled up, inflates the simulated times. Give a larger "

@@ -22,6 +22,10 @@ The plan keeps these rules:
    before the pack: the driver launches a pack once all its members' outside inputs are done,
    so joining must add nothing for the pack's earlier members to wait for. (This also keeps
    rule 1: adding a node adds only edges into the pack from groups that already reach it.)
+   Except: an input from a pack that does not come before is expected, by the runtimes and
+   one job's waiting per pack, done before the driver would submit the pack anyway, and the
+   pack does not reach that input's pack (checked, so rule 1 holds). Packs are then listed in
+   a topological order of the quotient rather than the order they were built.
 6. A node joins a pack that runs one after the other only when it would wait there, behind
    members it does not need, no longer than ``job_overhead_s``: no longer than a job of its
    own would wait. So a short node does not queue behind a long sibling, and the branch after
@@ -35,7 +39,7 @@ nodes and the model only, not on their order in the input); a node tries the pac
 predecessors, the one on its critical path first, then the packs that already wait on one of
 those (its siblings' packs, and those of the branch beside it: they start after its inputs
 anyway), the latest first, and starts a pack of its own when none takes it. Packs are built
-forward only, so the plan's packs come in a topological order too.
+forward only.
 """
 
 from __future__ import annotations
@@ -158,11 +162,13 @@ class _Group:
 
     __slots__ = ("critical_s", "driver", "duration_s", "followed_at_s", "following", "image",
                  "max_member_vcpus", "members", "memories", "memory_mb", "min_member_vcpus",
-                 "open", "parallel", "preds", "queue", "reserved", "total_s", "vcpus", "work")
+                 "open", "parallel", "preds", "queue", "reserved", "start_s", "total_s", "vcpus",
+                 "work")
 
     def __init__(self, node: PlanNode, position: int, preds: dict[int, None],
-                 model: PackingModel, is_open: bool) -> None:
+                 model: PackingModel, is_open: bool, start_s: float) -> None:
         self.members = [position]
+        self.start_s = start_s  # estimated, on unlimited capacity
         self.preds = preds  # groups with an edge into this one (a dict keeps their order)
         self.following: dict[int, None] = {}  # groups with an edge from this one, latest last
         self.followed_at_s = math.inf  # its duration when a first group came to wait on it
@@ -284,6 +290,39 @@ def _all_reach(groups: list[_Group], target: int, sources: Sequence[int]) -> boo
     return False
 
 
+def _reaches(groups: list[_Group], source: int, targets: set[int]) -> bool:
+    """Whether ``source`` has a path to any of ``targets`` (True when unsure)."""
+    seen = {source}
+    frontier = [source]
+    while frontier:
+        following = []
+        for g in frontier:
+            for after in groups[g].following:
+                if after in targets:
+                    return True
+                if after not in seen:
+                    seen.add(after)
+                    following.append(after)
+        if len(seen) >= _SEARCH_LIMIT:
+            return True
+        frontier = following
+    return False
+
+
+def _done_before(model: PackingModel, groups: list[_Group], group_of: list[int],
+                 finish_in_pack: list[float], g: int, node_preds: list[int],
+                 outside: list[int]) -> bool:
+    """Rule 5's exception: the node's inputs from packs that do not come before pack ``g``
+    are expected done before the driver would submit ``g`` anyway (by the runtimes and one
+    job's waiting each), and waiting on them closes no cycle."""
+    new = {h for h in outside if h not in groups[g].preds}
+    if any(groups[h].driver for h in new) or _reaches(groups, g, new):
+        return False
+    ready = max((groups[group_of[p]].start_s + finish_in_pack[p] for p in node_preds
+                 if group_of[p] in new), default=0.0)
+    return ready <= groups[g].start_s - model.job_overhead_s
+
+
 def _candidates(groups: list[_Group], pred_groups: list[int]) -> list[int]:
     """Packs a node tries: its predecessors', then the latest that wait on one of those."""
     found = dict.fromkeys(pred_groups)
@@ -332,8 +371,11 @@ def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) 
                            node_preds, pred_groups, _candidates(groups, pred_groups))
         if joined is None:
             alone = node.on_driver or not node.packable or node.runtime_s >= model.target_s
+            inputs_s = max((groups[group_of[p]].start_s + finish_in_pack[p] for p in node_preds),
+                           default=0.0)
             groups.append(_Group(node, position, dict.fromkeys(pred_groups), model,
-                                 is_open=not alone))
+                                 is_open=not alone, start_s=inputs_s + (
+                                     0.0 if node.on_driver else model.job_overhead_s)))
             group_of[position] = len(groups) - 1
             finish_in_pack[position] = node.runtime_s
         else:
@@ -378,7 +420,8 @@ def _join(model: PackingModel, groups: list[_Group], group_of: list[int],
         if shape is None or saved <= shape.reserved - pack.reserved - alone:
             continue
         outside = [h for h in pred_groups if h != g]
-        if not _all_reach(groups, g, outside):
+        if not _all_reach(groups, g, outside) and not _done_before(
+                model, groups, group_of, finish_in_pack, g, node_preds, outside):
             continue
         pack.preds.update(dict.fromkeys(outside))
         pack.total_s += node.runtime_s
@@ -396,13 +439,15 @@ def _join(model: PackingModel, groups: list[_Group], group_of: list[int],
 
 def _plan(ordered: list[PlanNode], preds: list[list[int]], groups: list[_Group],
           group_of: list[int]) -> PackPlan:
-    """The records the driver reads, from the groups built."""
+    """The records the driver reads, from the groups built, in a topological order."""
+    order = _group_order(groups)
     pack_index: dict[int, int] = {}
-    for g, group in enumerate(groups):
-        if not group.driver:
+    for g in order:
+        if not groups[g].driver:
             pack_index[g] = len(pack_index)
     packs, after, needs = [], [], []
-    for g, group in enumerate(groups):
+    for g in order:
+        group = groups[g]
         if group.driver:
             continue
         packs.append(Pack(tuple(ordered[p].key for p in group.members), group.vcpus,
@@ -414,6 +459,24 @@ def _plan(ordered: list[PlanNode], preds: list[list[int]], groups: list[_Group],
     index: dict[str, int | None] = {
         node.key: pack_index.get(group_of[p]) for p, node in enumerate(ordered)}
     return PackPlan(tuple(packs), index, tuple(after), tuple(needs))
+
+
+def _group_order(groups: list[_Group]) -> list[int]:
+    """Groups in a topological order, earliest built first among the ready: the order they
+    were built in, but for a pack that came to wait on a later one (rule 5's exception)."""
+    waiting = [len(group.preds) for group in groups]
+    ready = [g for g, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        g = heapq.heappop(ready)
+        order.append(g)
+        for after in groups[g].following:
+            waiting[after] -= 1
+            if waiting[after] == 0:
+                heapq.heappush(ready, after)
+    assert len(order) == len(groups), "the packs' quotient graph has a cycle"
+    return order
 
 
 def chunk_size(subnode_runtime_s: float, count: int, model: PackingModel) -> int:

@@ -436,3 +436,19 @@ def test_a_chunk_works_within_the_target_and_never_exceeds_the_subnodes(runtime,
 def test_a_chunk_of_no_subnodes_is_refused():
     with pytest.raises(ValueError, match="1 subnode or more"):
         chunk_size(1.0, 0, MODEL)
+
+
+def test_a_node_joins_a_pack_that_starts_after_its_other_input_is_expected_done():
+    # b's pack starts after the long a (a job of its own); c, short, is done long before:
+    # d (after b and c) joins b's pack rather than paying a job's waiting of its own
+    nodes = [node("a", runtime=100.0, packable=False), node("c", runtime=1.0),
+             node("b", "a"), node("d", "b", "c")]
+    plan = plan_packs(nodes)
+    assert plan.pack_of("d") is plan.pack_of("b")
+    assert set(plan.needs(plan.pack_of("d"))) == {"a", "c"}
+    check_plan(nodes, plan, MODEL)
+    # ...but not when c is expected to end after b's pack would be submitted
+    slow = [*nodes[:1], node("c", runtime=150.0), *nodes[2:]]
+    plan = plan_packs(slow)
+    assert plan.pack_of("d") is not plan.pack_of("b")
+    check_plan(slow, plan, MODEL)

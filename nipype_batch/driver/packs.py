@@ -71,8 +71,10 @@ class Packing:
     def __init__(self, plan: PackPlan | None = None,
                  after: dict[str, tuple[str, ...]] | None = None,
                  model: PackingModel | None = None,
-                 runtimes: dict[str, float] | None = None) -> None:
+                 runtimes: dict[str, float] | None = None,
+                 records: list[PlanNode] | None = None) -> None:
         self.plan = plan
+        self.records = records or []  # every node as the planner saw it
         self.after = after or {}
         self.model = model or PackingModel()
         self.runtimes = runtimes or {}  # history key -> median runtime
@@ -98,11 +100,6 @@ class Packing:
         dirs = {node: node.output_dir() for node in graph.nodes()}
         after = {dirs[node]: tuple(sorted(dirs[p] for p in graph.predecessors(node)))
                  for node in graph.nodes()}
-        if settings.packing == "off":
-            return cls(None, after, model, runtimes)
-        if len(set(dirs.values())) < len(dirs):  # e.g. parameterize_dirs=False
-            log.info("Packing off for this run: some nodes share a directory")
-            return cls(None, after, model, runtimes)
         records, known = [], 0  # known: nodes the history has seen
         for node in sorted(graph.nodes(), key=lambda n: dirs[n]):
             key = dirs[node]
@@ -121,13 +118,18 @@ class Packing:
                 runtime_s=runtimes.get(name, SHORT_NODE_S),
                 packable=resources.pack and not isinstance(node, MapNode)
                 and (seen or not asks_for_more(node, resources, settings))))
+        if settings.packing == "off":
+            return cls(None, after, model, runtimes, records)
+        if len(set(dirs.values())) < len(dirs):  # e.g. parameterize_dirs=False
+            log.info("Packing off for this run: some nodes share a directory")
+            return cls(None, after, model, runtimes, records)
         plan = plan_packs(records, model)
         packed = sum(len(p.members) for p in plan.packs if len(p.members) > 1)
         log.info("Packing: %d job nodes in %d jobs (%d nodes share a job; target %g s, "
                  "%g s waiting per job, %d nodes with a run history)",
                  len(records) - len(on_driver), len(plan.packs), packed, model.target_s,
                  model.job_overhead_s, known)
-        return cls(plan, after, model, runtimes)
+        return cls(plan, after, model, runtimes, records)
 
     def resume(self, job: SubmittedJob) -> None:
         """A pack an earlier driver launched still runs: its nodes wait for its markers

@@ -1,0 +1,1 @@
+"""Forecasting a run before it is paid for: its jobs played through Batch's delays."""
