@@ -25,6 +25,7 @@ Times are simulated seconds.
 from __future__ import annotations
 
 import argparse
+import graphlib
 import logging
 import os
 import resource
@@ -34,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,9 +50,10 @@ from examples.scale.fmriprep_shaped import (
     total_node_s,
 )
 from nipype_batch.forecast.playback import play
-from nipype_batch.forecast.workflow import plan_run
-from nipype_batch.history import NodeHistory
+from nipype_batch.forecast.workflow import PlannedRun, plan_run
+from nipype_batch.history import NodeHistory, RunHistory
 from nipype_batch.latency import PROFILES, LatencyProfile
+from nipype_batch.packing import PlanNode
 from nipype_batch.settings import BatchSettings
 from nipype_batch.simulated import SimulatedStack
 
@@ -70,6 +73,7 @@ class Row:
     pool_wait_s: float  # mean wait for a worker process (a simulation artefact)
     real_s: float
     cpu_load: float  # CPU seconds used per real second and core, start-up included
+    bound_s: float | None = None  # the lower bound, when not the fMRIPrep-shaped one
 
 
 def _cpu_s() -> float:
@@ -140,7 +144,7 @@ def _table(rows: list[Row], subjects: int, profile: LatencyProfile, pool: bool) 
     for r in rows:
         if r.mode == "off":
             base = r.makespan_s
-        bound = lower_bound_s(subjects, replace(profile, max_vcpus=r.max_vcpus))
+        bound = r.bound_s or lower_bound_s(subjects, replace(profile, max_vcpus=r.max_vcpus))
         print(f"| {r.max_vcpus or 'none'} | {r.mode} | {r.nodes} | {r.submit_calls} | "
               f"{r.jobs} | {r.nodes / max(r.jobs, 1):.1f} | {r.makespan_s:.0f} | "
               f"{r.vcpu_h:.2f} | {r.host_vcpu_h:.2f} | {bound:.0f} | "
@@ -157,20 +161,66 @@ def true_history() -> list[NodeHistory]:
                         seconds, seconds, 0.0, 0.0) for name, seconds in runtimes.items()]
 
 
+def dmri_history() -> list[NodeHistory]:
+    """The DIPY study's runtimes from the run history of this machine's earlier runs."""
+    found = [h for h in RunHistory().nodes() if h.node.startswith("dmri.")]
+    if not found:
+        sys.exit("bench/packing.py --workflow dmri plays runtimes measured by a real run: run "
+                 "the example first (python bench/dmri_makespan.py --subjects 4)")
+    return found
+
+
+def workflow_for(args: argparse.Namespace, base_dir: str) -> tuple[Any, list[NodeHistory]]:
+    """The workflow to play and the history its runtimes come from."""
+    if args.workflow == "dmri":
+        from examples.dmri_workflow.workflow import build_workflow
+
+        labels = [f"{i:02d}" for i in range(1, args.subjects + 1)]
+        os.makedirs(f"{base_dir}/bids")  # SelectFiles wants it to exist; nothing is read
+        return (build_workflow(f"{base_dir}/bids", f"{base_dir}/out", labels, base_dir),
+                dmri_history())
+    return fmriprep_shaped(args.subjects, base_dir), true_history()
+
+
+def planned_bound_s(planned: PlannedRun, profile: LatencyProfile) -> float:
+    """:func:`lower_bound_s` of any planned run: its critical path of node runtimes (a
+    MapNode's subnodes side by side) plus one job's waiting and the cold start, or the cold
+    start and all its node time over the queue's vCPUs."""
+    own = {r.key: planned.maps[r.key].subnode_s if r.key in planned.maps else r.runtime_s
+           for r in planned.records}
+    total = sum(planned.maps[r.key].count * planned.maps[r.key].subnode_s * r.vcpus
+                if r.key in planned.maps else r.runtime_s * r.vcpus for r in planned.records)
+    finish: dict[str, float] = {}
+    for record in _in_order(planned.records):
+        finish[record.key] = own[record.key] + max((finish[p] for p in record.after),
+                                                   default=0.0)
+    path = max(finish.values()) + profile.job_overhead_s() + profile.cold_start_s()
+    spread = total / profile.max_vcpus if profile.max_vcpus else 0.0
+    return max(path, profile.cold_start_s() + spread)
+
+
+def _in_order(records: list[PlanNode]) -> list[PlanNode]:
+    by_key = {r.key: r for r in records}
+    order = graphlib.TopologicalSorter({r.key: r.after for r in records}).static_order()
+    return [by_key[k] for k in order]
+
+
 def play_back(mode: str, args: argparse.Namespace, profile: LatencyProfile) -> Row:
     """One run played in virtual time (median makespan of the seeds)."""
     settings = BatchSettings(packing=mode)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nipype-batch-packing-") as tmp:
-        planned = plan_run(fmriprep_shaped(args.subjects, f"{tmp}/work"), settings,
-                           true_history(), profile.job_overhead_s() + settings.poll_min_s)
+        wf, history = workflow_for(args, f"{tmp}/work")
+        planned = plan_run(wf, settings, history, profile.job_overhead_s() + settings.poll_min_s)
     runs = [play(planned.records, planned.plan, profile.with_seed(seed), maps=planned.maps,
                  poll_s=settings.poll_min_s) for seed in range(args.seeds)]
     run = sorted(runs, key=lambda r: r.makespan_s)[len(runs) // 2]
     real_s = time.monotonic() - started
-    return Row(mode, profile.max_vcpus, node_count(args.subjects), len(run.jobs),
-               run.submit_calls, run.makespan_s, run.vcpu_s / 3600, run.host_vcpu_s / 3600,
-               0.0, real_s, 0.0)
+    nodes = sum(planned.maps[r.key].count if r.key in planned.maps else 1
+                for r in planned.records if not r.on_driver)
+    return Row(mode, profile.max_vcpus, nodes, len(run.jobs), run.submit_calls,
+               run.makespan_s, run.vcpu_s / 3600, run.host_vcpu_s / 3600, 0.0, real_s, 0.0,
+               planned_bound_s(planned, profile))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the plugin on the simulated Batch, or play its plan back")
     parser.add_argument("--max-vcpus", type=int, nargs="+",
                         help="queue sizes (maxvCpus) to play; default the profile's")
+    parser.add_argument("--workflow", default="fmriprep", choices=["fmriprep", "dmri"],
+                        help="playback: the synthetic workflow, or the DIPY study with the "
+                        "runtimes its earlier runs left in the run history")
     parser.add_argument("--seeds", type=int, default=3,
                         help="playback: seeds of the profile's delays (median shown)")
     parser.add_argument("--timeline", metavar="PREFIX",
@@ -201,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         for max_vcpus in args.max_vcpus or [profile.max_vcpus]:
             sized = replace(profile, max_vcpus=max_vcpus)
             rows += [play_back(mode, args, sized) for mode in ("off", "auto")]
-        print(f"\nfMRIPrep-shaped workflow, {args.subjects} subjects, profile {profile.name} "
+        name = "DIPY study" if args.workflow == "dmri" else "fMRIPrep-shaped workflow"
+        print(f"\n{name}, {args.subjects} subjects, profile {profile.name} "
               f"(job overhead {profile.job_overhead_s():.0f} s, cold start "
               f"{profile.cold_start_s():.0f} s), played back (median of {args.seeds} seeds). "
               "Simulated seconds.\n")

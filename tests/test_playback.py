@@ -123,3 +123,9 @@ def test_a_workflow_is_planned_as_the_plugin_plans_it(tmp_path):
     assert "study.volumes" in planned.assumed and "study.first" not in planned.assumed
     played = play(planned.records, planned.plan, FIXED, maps=planned.maps)
     assert set(played.finished) == set(keys)
+
+
+def test_a_job_after_a_first_node_on_the_driver_is_submitted_once():
+    nodes = [node("select", runtime=0.0, on_driver=True), node("a", "select"), node("b")]
+    played = play(nodes, None, FIXED)
+    assert sorted(j.name for j in played.jobs) == ["a", "b"]

@@ -179,12 +179,11 @@ class _Playback:
                 self.dependents[before].append(unit)
 
     def run(self) -> Playback:
-        for key, waiting in self.driver_waiting.items():
-            if waiting == 0:
-                self._seen_done(key, 0.0)
-        for unit in dict.fromkeys(self.units.values()):
-            if unit.waiting == 0:
-                self._submit(unit, 0.0)
+        ready = [unit for unit in dict.fromkeys(self.units.values()) if unit.waiting == 0]
+        for unit in ready:  # before the driver's first nodes release more
+            self._submit(unit, 0.0)
+        for key in [k for k, waiting in self.driver_waiting.items() if waiting == 0]:
+            self._seen_done(key, 0.0)
         while self.events:
             when, _tie, action, subject = heapq.heappop(self.events)
             getattr(self, f"_on_{action}")(subject, when)
