@@ -11,14 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 
-def job_role_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
+def job_role_policy(bucket: str, prefix: str = "", partition: str = "aws") -> dict[str, Any]:
     """Policy for the job role: objects under ``s3://bucket/prefix/`` only.
 
     ``ListBucket`` is limited to the prefix by condition, since a job lists its own node
-    directory (to mirror it) and the directories it stages in.
+    directory (to mirror it) and the directories it stages in. ``AbortMultipartUpload`` lets
+    a managed transfer that fails clean up its parts (else they are billed until a lifecycle
+    rule removes them). ``partition`` is the account's: ``aws``, ``aws-cn`` (China),
+    ``aws-us-gov`` (GovCloud).
     """
     prefix = prefix.strip("/")
-    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    bucket_arn = f"arn:{partition}:s3:::{bucket}"
+    objects = f"{bucket_arn}/{prefix}/*" if prefix else f"{bucket_arn}/*"
     listed = [f"{prefix}/*", prefix] if prefix else ["*"]
     return {
         "Version": "2012-10-17",
@@ -26,14 +30,15 @@ def job_role_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
             {
                 "Sid": "StagingObjects",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                           "s3:AbortMultipartUpload"],
                 "Resource": objects,
             },
             {
                 "Sid": "ListStagingPrefix",
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
-                "Resource": f"arn:aws:s3:::{bucket}",
+                "Resource": bucket_arn,
                 "Condition": {"StringLike": {"s3:prefix": listed}},
             },
             {

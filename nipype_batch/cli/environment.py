@@ -52,13 +52,16 @@ def local(action: str) -> int:
                epilog="\b\nexample:\n  nipype-batch policy s3://my-bucket/nipype > "
                       "job-role-policy.json")
 @click.argument("location", cls=Argument, help="the run's bucket, s3://bucket/prefix")
-def policy(location: str) -> int:
+@click.option("--partition", default="aws", show_default=True,
+              type=click.Choice(["aws", "aws-cn", "aws-us-gov"]),
+              help="the account's partition: aws-cn in China, aws-us-gov in GovCloud")
+def policy(location: str, partition: str) -> int:
     from ..aws.iam import job_role_policy
 
     if not location.startswith("s3://"):
         raise NipypeBatchError(f"{location!r} is not an S3 URI: write s3://bucket/prefix")
     bucket, _, prefix = location[len("s3://"):].partition("/")
-    print(json.dumps(job_role_policy(bucket, prefix), indent=2))
+    print(json.dumps(job_role_policy(bucket, prefix, partition), indent=2))
     return 0
 
 

@@ -34,7 +34,7 @@ def role_designs(spec: InfraSpec, bucket: str, partition: str) -> dict[str, Role
     return {
         # the jobs: their own staging objects, nothing else
         "job-role": RoleDesign("ecs-tasks.amazonaws.com",
-                               inline=job_role_policy(bucket, spec.staging_prefix)),
+                               inline=job_role_policy(bucket, spec.staging_prefix, partition)),
         # ECS pulls the image and ships the logs (Fargate)
         "execution-role": RoleDesign("ecs-tasks.amazonaws.com",
                                      (managed + "AmazonECSTaskExecutionRolePolicy",)),
