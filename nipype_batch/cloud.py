@@ -59,7 +59,10 @@ def connect_aws(settings: BatchSettings) -> Cloud:
     session = open_session(settings.aws_profile, settings.region)
     client = ClientFactory.for_session(session, settings.endpoint_url, settings.aws_max_attempts)
     bucket, prefix = settings.bucket_and_prefix()
-    env = {ENDPOINT_ENV: settings.endpoint_url} if settings.endpoint_url else {}
+    # Jobs get no region from Batch on EC2: the runner's S3 client needs the bucket's.
+    env = {"AWS_DEFAULT_REGION": session.region_name}
+    if settings.endpoint_url:
+        env[ENDPOINT_ENV] = settings.endpoint_url
     return Cloud(
         batch=BatchClient(client("batch"), client("logs")),
         stager=Stager(client("s3"), bucket, prefix),

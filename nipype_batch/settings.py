@@ -300,6 +300,13 @@ class BatchSettings:
                 f"environment={self.environment!r} must map names to string values, "
                 "e.g. {'OMP_NUM_THREADS': '1'}."
             )
+        reserved = sorted(k for k in self.environment if k.startswith("AWS_BATCH"))
+        if reserved:
+            raise ConfigurationError(
+                f"plugin_args['environment'] holds {', '.join(reserved)}: AWS Batch reserves "
+                "the names that start with AWS_BATCH for its own variables and refuses the "
+                "job. Rename them."
+            )
         leaked = sorted(set(self.environment) & set(SECRET_NAMES))
         if leaked and self.backend == "aws" and not self.endpoint_url:
             raise ConfigurationError(

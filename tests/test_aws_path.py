@@ -33,8 +33,7 @@ def aws_args(local_stack, monkeypatch):
         "image": published.ref,  # a ready image, used as is (and checked)
         # on AWS the job role gives credentials; the emulator takes any key
         "environment": {"AWS_ACCESS_KEY_ID": THROWAWAY_KEY,
-                        "AWS_SECRET_ACCESS_KEY": THROWAWAY_KEY,
-                        "AWS_DEFAULT_REGION": "us-east-1"},
+                        "AWS_SECRET_ACCESS_KEY": THROWAWAY_KEY},
     }
 
 

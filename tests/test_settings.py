@@ -261,7 +261,7 @@ def test_a_large_environment_is_accepted_it_travels_in_the_payload() -> None:
 def test_fits_overrides_measures_what_submit_job_sends() -> None:
     import json
 
-    from nipype_batch.aws.batch import container_overrides, fits_overrides
+    from nipype_batch.aws.batch import OVERRIDES_BUDGET, container_overrides, fits_overrides
 
     resources = JobResources(vcpus=96, memory_mb=786432, gpus=8, timeout_s=86400,
                              job_queue="q", image=None, base_image=None, run_on_driver=False)
@@ -270,9 +270,11 @@ def test_fits_overrides_measures_what_submit_job_sends() -> None:
     while fits_overrides(resources, env):
         env[f"V{i}"] = "x" * 60
         i += 1
-    assert len(json.dumps(container_overrides(resources, env))) > 8192
+    # the margin Batch's own variables need under its 8192 characters
+    assert OVERRIDES_BUDGET <= 6500
+    assert len(json.dumps(container_overrides(resources, env))) > OVERRIDES_BUDGET
     env.pop(f"V{i - 1}")
-    assert len(json.dumps(container_overrides(resources, env))) <= 8192
+    assert len(json.dumps(container_overrides(resources, env))) <= OVERRIDES_BUDGET
 
 
 def test_platform_names_what_the_jobs_run_on() -> None:
@@ -282,3 +284,17 @@ def test_platform_names_what_the_jobs_run_on() -> None:
     assert (_billing("spot"), _billing("ec2"), _billing("fargate")) == ("ec2", "ec2", "fargate")
     with pytest.raises(ConfigurationError, match=r"platform='gpu' is not known.*'spot'"):
         BatchSettings.from_plugin_args({"platform": "gpu"})
+
+
+def test_environment_names_batch_reserves_are_refused_before_submitting() -> None:
+    with pytest.raises(ConfigurationError, match="AWS_BATCH_JOB_ID: AWS Batch reserves"):
+        BatchSettings.from_plugin_args({"environment": {"AWS_BATCH_JOB_ID": "x"}})
+
+
+def test_aws_jobs_are_told_their_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nipype_batch.cloud import connect_aws
+
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    settings = BatchSettings.from_plugin_args({
+        "backend": "aws", "region": "eu-west-1", "job_queue": "q", "bucket": "s3://b/p"})
+    assert connect_aws(settings).job_environment["AWS_DEFAULT_REGION"] == "eu-west-1"

@@ -90,11 +90,17 @@ def child_job_id(array_job_id: str, index: int) -> str:
 
 
 OVERRIDES_LIMIT = 8192  # characters of a job's containerOverrides that Batch accepts
+# What we let our own overrides take of it: Batch counts the variables it adds itself
+# (AWS_BATCH_JOB_ID, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME, AWS_BATCH_JOB_ATTEMPT, array and
+# node indexes...) against the same limit, and rejects the job with "Container Overrides
+# length must be at most 8192" when they tip it over.
+OVERRIDES_BUDGET = 6500
 
 
 def fits_overrides(resources: JobResources, environment: dict[str, str]) -> bool:
-    """Whether a job's container overrides, as SubmitJob sends them, are within Batch's limit."""
-    return len(json.dumps(container_overrides(resources, environment))) <= OVERRIDES_LIMIT
+    """Whether a job's container overrides, as SubmitJob sends them, leave Batch room for its
+    own variables under its limit."""
+    return len(json.dumps(container_overrides(resources, environment))) <= OVERRIDES_BUDGET
 
 
 @dataclass(frozen=True)
