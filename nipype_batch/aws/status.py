@@ -64,7 +64,9 @@ class JobStatus:
             stopped_at=job.get("stoppedAt"),
             log_stream=log_stream,
             attempts=attempts,
-            array_summary=(job.get("arrayProperties") or {}).get("statusSummary") or None,
+            # a parent has a size (its summary may still be empty); a child has an index
+            array_summary=(dict((job.get("arrayProperties") or {}).get("statusSummary") or {})
+                           if "size" in (job.get("arrayProperties") or {}) else None),
         )
 
 

@@ -115,7 +115,10 @@ class JobsInFlight:
         ended = {a for a, status in self.array_statuses.items() if status.state.done}
         waiting: dict[str, list[int]] = {}
         for job in in_flight:
-            if job.array_job_id in ended and job.job_id not in self.statuses:
+            # A child can still read as running just after its parent ended (DescribeJobs is
+            # eventually consistent): described again on every poll until it reads final.
+            known = self.statuses.get(job.job_id)
+            if job.array_job_id in ended and (known is None or not known.state.done):
                 waiting.setdefault(job.array_job_id, []).append(job.array_index)
         for array_id, indices in waiting.items():
             self.statuses.update(self.batch.describe_children(array_id, indices))
