@@ -188,6 +188,14 @@ class BatchSettings:
             "level a full interval.)"
         ),
     )
+    runnable_warning_s: float = field(
+        default=600.0,
+        metadata=_meta(
+            "Warn, with the reason Batch gives, about a job still RUNNABLE (waiting for an "
+            "instance) after this many seconds. A reason Batch calls MISCONFIGURATION ends "
+            "the run at once: that job would never start."
+        ),
+    )
     progress: str | bool = field(
         default="auto",
         metadata=_meta(
@@ -328,7 +336,8 @@ class BatchSettings:
             raise ConfigurationError(
                 f"packing={self.packing!r} must be 'auto' (short nodes share jobs) or 'off' "
                 "(a job per node).")
-        for name, least in (("pack_target_s", 1.0), ("job_overhead_s", 0.0)):
+        for name, least in (("pack_target_s", 1.0), ("job_overhead_s", 0.0),
+                            ("runnable_warning_s", 0.0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(
                     value, int | float) or value < least):

@@ -94,3 +94,37 @@ def test_relative_base_dir_is_made_absolute(tmp_path, local_args):
     wf.add_nodes([node])
     wf.run(plugin="AWSBatch", plugin_args=local_args)
     assert (tmp_path / "rel" / "w" / "out.txt").read_text() == "42"
+
+
+def _busy_window(index):
+    import time
+
+    started = time.time()
+    time.sleep(1.5)
+    return [started, time.time()]
+
+
+@pytest.mark.docker
+def test_the_local_stack_runs_no_more_jobs_at_once_than_the_machine_has_vcpus(tmp_path,
+                                                                               local_args):
+    from nipype import MapNode
+
+    from nipype_batch.local.moto_adjustments import local_vcpus
+
+    count = local_vcpus() + 3
+    wf = Workflow(name="crowd", base_dir=str(tmp_path))
+    each = MapNode(Function(input_names=["index"], output_names=["window"],
+                            function=_busy_window), iterfield=["index"], name="each")
+    each.inputs.index = list(range(count))
+    wf.add_nodes([each])
+    # a job per subnode, all submitted at once, as a large MapNode's array
+    graph = wf.run(plugin="AWSBatch", plugin_args={**local_args, "packing": "off"})
+    [node] = [n for n in graph.nodes() if n.name == "each"]
+    windows = node.result.outputs.window
+    assert len(windows) == count
+    edges = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    assert most <= local_vcpus()

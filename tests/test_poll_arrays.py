@@ -61,3 +61,48 @@ def test_an_array_parent_is_known_by_its_size_before_it_has_a_summary():
     child = JobStatus.from_description(_description(
         f"{PARENT}:0", "RUNNABLE", arrayProperties={"index": 0}))
     assert child.array_summary is None
+
+
+def _plain(job_id: str) -> SubmittedJob:
+    resources = JobResources(vcpus=64, memory_mb=2048, gpus=0, timeout_s=None, job_queue=None,
+                             image=None, base_image=None, run_on_driver=False)
+    return SubmittedJob(job_id, "big", "big", "/w/big", False, "q", "d", "i", resources, "")
+
+
+def _runnable(client, job_id: str, reason: str) -> None:
+    description = _description(job_id, "RUNNABLE", statusReason=reason)
+    client.add_response("describe_jobs", {"jobs": [description]}, {"jobs": [job_id]})
+
+
+def test_a_job_that_can_never_start_ends_the_run_naming_the_fix():
+    import pytest
+
+    from nipype_batch.errors import BatchJobError
+
+    client = boto3.client("batch", region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="k")
+    with Stubber(client) as stub:
+        _runnable(stub, "job-1", "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job resource "
+                  "requirement (vCPU/memory/GPU) is higher than that can be met by the CE(s) "
+                  "attached to the job queue.")
+        flight = JobsInFlight(BatchClient(client, None), BatchSettings(), journal=None)
+        flight.track(0, _plain("job-1"), submitted=False)
+        with pytest.raises(BatchJobError, match=r"job-1 \(big\) can never start.*"
+                           r"JOB_RESOURCE_REQUIREMENT.*lower the node's vcpus"):
+            flight.refresh()
+
+
+def test_a_job_waiting_long_for_capacity_is_warned_about_once_with_batchs_reason(caplog):
+    client = boto3.client("batch", region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="k")
+    reason = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity"
+    with Stubber(client) as stub:
+        _runnable(stub, "job-1", reason)
+        _runnable(stub, "job-1", reason)
+        flight = JobsInFlight(BatchClient(client, None),
+                              BatchSettings(runnable_warning_s=0.0), journal=None)
+        flight.track(0, _plain("job-1"), submitted=False)
+        flight.refresh()
+        flight.refresh()
+    warnings = [r.getMessage() for r in caplog.records if "RUNNABLE" in r.getMessage()]
+    assert len(warnings) == 1 and "INSUFFICIENT_INSTANCE_CAPACITY" in warnings[0]

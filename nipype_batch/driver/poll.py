@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..aws.status import FINISHED_STATES, JobState, JobStatus, next_poll_interval
+from ..errors import BatchJobError
 from ..journal import Journal
 from ..protocol import MEMBER_FAILED, MEMBER_SUCCEEDED, read_marker
 from ..settings import BatchSettings
@@ -50,6 +51,8 @@ class JobsInFlight:
         self._tasks_of: Counter[str] = Counter()  # tasks waiting per job (a pack's nodes)
         # Each pack's member markers seen so far: done prefix -> {member index: state}.
         self._marked: dict[str, dict[int, str]] = {}
+        self._runnable_since: dict[str, float] = {}  # job id -> when first seen RUNNABLE
+        self._warned: set[str] = set()
         self.interval = settings.poll_min_s
         self.next_poll = 0.0
         self.polls = 0  # each one DescribeJobs per 100 jobs or arrays
@@ -112,6 +115,7 @@ class JobsInFlight:
                 self.array_statuses[job_id] = status
             else:
                 self.statuses[job_id] = status
+        self._check_runnable(top)
         ended = {a for a, status in self.array_statuses.items() if status.state.done}
         waiting: dict[str, list[int]] = {}
         for job in in_flight:
@@ -128,6 +132,35 @@ class JobsInFlight:
                                            self.settings.poll_min_s, self.settings.poll_max_s)
         self.next_poll = time.monotonic() + self.interval
         return states
+
+    def _check_runnable(self, top: set[str]) -> None:
+        """Jobs waiting for an instance: end the run on a reason that means never (Batch's
+        MISCONFIGURATION:...), warn once about one that waits long (CAPACITY:..., a low EC2
+        vCPU quota), naming Batch's reason."""
+        now = time.monotonic()
+        for job_id in top:
+            status = self.statuses.get(job_id) or self.array_statuses.get(job_id)
+            if status is None or status.state is not JobState.RUNNABLE:
+                self._runnable_since.pop(job_id, None)
+                continue
+            reason = status.reason or ""
+            name = self._name_of(job_id)
+            if reason.startswith("MISCONFIGURATION"):
+                raise BatchJobError(
+                    f"job {job_id} ({name}) can never start: Batch says {reason!r}. "
+                    f"{_misconfiguration_fix(reason)}")
+            since = self._runnable_since.setdefault(job_id, now)
+            if now - since >= self.settings.runnable_warning_s and job_id not in self._warned:
+                self._warned.add(job_id)
+                log.warning("Job %s (%s) has waited %.0f s for an instance (RUNNABLE): %s",
+                            job_id, name, now - since,
+                            reason or "Batch gives no reason; check the compute "
+                            "environment's state and your account's EC2 vCPU quota")
+
+    def _name_of(self, job_id: str) -> str:
+        names = [job.node_name for job in self.jobs.values()
+                 if job_id in (job.job_id, job.array_job_id)]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
     def _read_markers(self, in_flight: list[SubmittedJob]) -> None:
         """List the markers of each pack that runs (or has just ended) and has nodes Nipype
@@ -185,3 +218,19 @@ class JobsInFlight:
             log.error("Could not terminate %d jobs, which may still be running (and billing): %s",
                       len(left), ", ".join(left))
         self.jobs.clear()
+
+
+def _misconfiguration_fix(reason: str) -> str:
+    """What to change for one of Batch's MISCONFIGURATION reasons."""
+    if "JOB_RESOURCE_REQUIREMENT" in reason:
+        return ("It asks more vCPUs, memory or GPUs than any instance type of the queue's "
+                "compute environments has: lower the node's vcpus, memory_mb or gpus "
+                "(node.plugin_args or n_procs / mem_gb), or add larger instance types "
+                "(`nipype-batch infra up --instance-types ...`).")
+    if "COMPUTE_ENVIRONMENT_MAX_RESOURCE" in reason:
+        return ("It asks more vCPUs than the compute environment's maxvCpus: lower the "
+                "node's vcpus or raise maxvCpus (`nipype-batch infra up --max-vcpus N`).")
+    if "SERVICE_ROLE_PERMISSIONS" in reason:
+        return ("Batch's service role lacks permissions: recreate it "
+                "(`nipype-batch infra down` then `infra up`).")
+    return "Fix the queue's compute environment, or the node's resources, then run again."

@@ -27,6 +27,11 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
    managed download of a large file (parallel ranged parts, as on AWS) reads it once per part:
    38 parts of a 300 MB file took 7x the time of one plain GET. Real S3 reads only the range;
    here a simple range (``bytes=a-b``, ``bytes=a-``) is read from the object's buffer alone.
+8. moto starts every job's container at once, whatever the queue: a MapNode of 200 started
+   200 containers on 2 cores, and the overloaded daemon failed some with "Task failed to
+   start". A Batch queue runs what its compute environment's vCPUs hold and leaves the rest
+   RUNNABLE: here the compute environment is this machine, its vCPUs ``os.cpu_count()`` (or
+   ``$NIPYPE_BATCH_LOCAL_VCPUS``), each job holding its vCPUs from STARTING to its end.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ def apply() -> None:
     _add_retries(Job)
     _shorten_sleeps()
     _read_ranges_only()
+    _limit_to_machine(Job)
     _APPLIED = True
 
 
@@ -265,3 +271,70 @@ class _Window:
         with self._key.lock:
             self._key._value_buffer.seek(start)
             return self._key._value_buffer.read(max(0, stop - start))
+
+
+LOCAL_VCPUS_ENV = "NIPYPE_BATCH_LOCAL_VCPUS"
+
+
+def local_vcpus() -> int:
+    """The local stack's compute environment: this machine's vCPUs, unless told otherwise."""
+    import os
+
+    told = os.environ.get(LOCAL_VCPUS_ENV, "")
+    return int(told) if told.isdigit() and int(told) > 0 else (os.cpu_count() or 1)
+
+
+def _job_vcpus(job: Any) -> float:
+    """What a job asks: its overrides' VCPU requirement, else its definition's, else 1."""
+    for requirements in ((job.container_overrides or {}).get("resourceRequirements"),
+                         job.job_definition.container_properties.get("resourceRequirements")
+                         if job.job_definition.container_properties else None):
+        for requirement in requirements or []:
+            if requirement.get("type") == "VCPU":
+                return float(requirement["value"])
+    return 1.0
+
+
+def _limit_to_machine(job_class: Any) -> None:
+    import threading
+    from datetime import datetime
+
+    from moto.batch.models import JobStatus, datetime2int_milliseconds
+
+    free = threading.Condition()
+    capacity = float(local_vcpus())
+    state = {"used": 0.0}
+    original_advance = job_class.advance
+    original_mark_stopped = job_class._mark_stopped
+
+    def advance(self: Any) -> None:
+        # RUNNABLE -> STARTING: wait, RUNNABLE, for room on the machine (first come first).
+        if self._status == JobStatus.RUNNABLE and not getattr(self, "nb_vcpus_held", 0.0):
+            need = min(_job_vcpus(self), capacity)  # larger: the preflight refuses it
+            with free:
+                while state["used"] + need > capacity and not self.stop:
+                    free.wait(0.2)
+                if not self.stop:
+                    state["used"] += need
+                    self.nb_vcpus_held = need
+            # moto stamped the start before the wait; Batch's startedAt is the container's
+            self.job_started_at = datetime.now()
+            if self.latest_attempt:
+                self.latest_attempt["startedAt"] = datetime2int_milliseconds(self.job_started_at)
+        original_advance(self)
+
+    def release(self: Any) -> None:
+        held = getattr(self, "nb_vcpus_held", 0.0)
+        if held:
+            with free:
+                self.nb_vcpus_held = 0.0
+                state["used"] -= held
+                free.notify_all()
+
+    def mark_stopped(self: Any, success: bool = True) -> None:
+        # every attempt ends here (a retried one is RUNNABLE again, waiting its turn)
+        release(self)
+        original_mark_stopped(self, success)
+
+    job_class.advance = advance
+    job_class._mark_stopped = mark_stopped
