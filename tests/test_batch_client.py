@@ -463,3 +463,26 @@ def test_fargate_on_aws_needs_an_execution_role() -> None:
     with pytest.raises(ConfigurationError, match=r"needs execution_role_arn.*--platform fargate"):
         BatchSettings.from_plugin_args(args)
     BatchSettings.from_plugin_args({**args, "execution_role_arn": "arn:aws:iam::1:role/x"})
+
+
+def test_tags_are_sent_as_batch_and_ecs_accept_them(stubbed) -> None:
+    client, batch_stub, _ = stubbed
+    long_path = "/data/" + "x" * 300 + "/sub-01 (copy)/#1,é"
+    batch_stub.add_response(
+        "submit_job",
+        {"jobName": "n", "jobId": "job-3"},
+        expected_params={
+            "jobName": "n", "jobQueue": "q", "jobDefinition": "jd",
+            "containerOverrides": {
+                "resourceRequirements": [{"type": "VCPU", "value": "2"},
+                                         {"type": "MEMORY", "value": "4096"}],
+                "environment": [],
+            },
+            # ECS refuses ( ) # , in tag values; a value keeps its last 256 characters
+            "tags": {"nipype-batch:node": ("/data/" + "x" * 300 + "/sub-01 _copy_/_1_é")[-256:]},
+            "propagateTags": True,
+            "retryStrategy": {"attempts": 1, "evaluateOnExit": RETRY_RULES},
+        },
+    )
+    assert client.submit("n", "q", "jd", resources(), {},
+                         {"nipype-batch:node": long_path}) == "job-3"

@@ -89,6 +89,18 @@ def child_job_id(array_job_id: str, index: int) -> str:
     return f"{array_job_id}:{index}"
 
 
+TAG_PUNCTUATION = frozenset("_.:/=+-@")
+
+
+def tag_text(text: str, limit: int) -> str:
+    """A tag key or value as Batch and ECS (which the tags propagate to) accept it: letters,
+    digits, spaces and ``_.:/=+-@`` only (others become ``_``), at most ``limit`` characters
+    (the end kept: of a path, its most telling part)."""
+    safe = "".join(c if c.isalnum() or c.isspace() or c in TAG_PUNCTUATION else "_"
+                   for c in text)
+    return safe[-limit:]
+
+
 OVERRIDES_LIMIT = 8192  # characters of a job's containerOverrides that Batch accepts
 # What we let our own overrides take of it: Batch counts the variables it adds itself
 # (AWS_BATCH_JOB_ID, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME, AWS_BATCH_JOB_ATTEMPT, array and
@@ -171,7 +183,7 @@ class BatchClient:
             "jobQueue": queue,
             "jobDefinition": definition,
             "containerOverrides": container_overrides(resources, environment),
-            "tags": tags,
+            "tags": {tag_text(k, 128): tag_text(v, 256) for k, v in tags.items()},
             "propagateTags": True,
             "retryStrategy": retry_strategy(resources.attempts),
         }
