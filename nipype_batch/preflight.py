@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from .aws.batch import BatchClient
 from .aws.session import no_credentials_message
 from .errors import ConfigurationError
+from .platforms import capability
 from .resources import JobResources, resources_for
 from .settings import BatchSettings
 
@@ -137,6 +139,69 @@ def check_fit(queue: str, envs: list[dict[str, Any]], largest: JobResources) -> 
                  "maxvCpus, add instance types, or lower the node's n_procs / plugin_args.")
 
 
+# EC2 instance families with GPUs (p3, p4d, g4dn, g5, g6e...): a letter p or g, then a digit.
+_GPU_FAMILY = re.compile(r"^[pg]\d")
+
+
+def check_gpus(queue: str, envs: list[dict[str, Any]], gpus: int) -> Check:
+    """A job asking GPUs has an EC2 compute environment with GPU instance types (else Batch
+    leaves it RUNNABLE for ever)."""
+    name = f"GPUs in {queue}"
+    types: set[str] = set()
+    for env in envs:
+        resources = env.get("computeResources") or {}
+        if env.get("type") == "UNMANAGED" or not resources:
+            return Check(name, True, f"{env.get('computeEnvironmentName')} is unmanaged: "
+                         "not checked")
+        if resources.get("type", "EC2").startswith("FARGATE"):
+            continue  # check_fit names Fargate's lack of GPUs
+        types.update(resources.get("instanceTypes") or [])
+    found = sorted(t for t in types if _GPU_FAMILY.match(t))
+    if found:
+        return Check(name, True, f"instance types with GPUs: {', '.join(found)}")
+    return Check(name, False,
+                 f"a node asks {gpus} GPU(s) but no compute environment of {queue!r} has GPU "
+                 f"instance types (its types: {', '.join(sorted(types)) or 'none'}): Batch "
+                 "would leave the job RUNNABLE. Use a queue with GPU instances "
+                 "(`nipype-batch infra up --instance-types g4dn.xlarge`) or drop the node's "
+                 "gpus.")
+
+
+def check_platform(queue: str, envs: list[dict[str, Any]], platform: str) -> Check:
+    """The run's platform is what the queue's compute environments run on (an EC2 job
+    definition on a Fargate queue fails with a misleading error)."""
+    name = f"platform of {queue}"
+    want = capability(platform)
+    kinds = set()
+    for env in envs:
+        resources = env.get("computeResources") or {}
+        if env.get("type") == "UNMANAGED" or not resources:
+            return Check(name, True, f"{env.get('computeEnvironmentName')} is unmanaged: "
+                         "not checked")
+        kind = resources.get("type", "EC2")
+        kinds.add(kind)
+        if ("fargate" if kind.startswith("FARGATE") else "ec2") == want:
+            return Check(name, True, f"{env.get('computeEnvironmentName')} runs {kind}")
+    fix = "fargate" if any(k.startswith("FARGATE") for k in kinds) else (
+        "spot" if "SPOT" in kinds else "ec2")
+    return Check(name, False,
+                 f"queue {queue!r} runs on {', '.join(sorted(kinds)) or 'nothing'} but the run's "
+                 f"platform is {platform!r}: set plugin_args['platform'] = {fix!r} (or use a "
+                 "profile made by `nipype-batch infra up`, which sets it).")
+
+
+def check_job_role(settings: BatchSettings) -> Check:
+    """Jobs on AWS have a role that reaches the staging bucket."""
+    if settings.backend != "aws" or settings.endpoint_url or settings.job_role_arn:
+        return Check("job role", True, settings.job_role_arn or "not needed here")
+    return Check("job role", False,
+                 "no job_role_arn: jobs would run with the instance's role (which cannot read "
+                 "the staging bucket) or, on Fargate, with no credentials at all. Set "
+                 "plugin_args['job_role_arn'] to a role that ECS tasks may assume, with the "
+                 "policy `nipype-batch policy s3://bucket/prefix` prints; `nipype-batch infra "
+                 "up` makes one and its profile sets it.")
+
+
 def check_picklable(nodes: Iterable[Any]) -> Check:
     """Every job node can be pickled, as it must be to travel to its job."""
     bad = []
@@ -174,7 +239,7 @@ def largest_job(nodes: Iterable[Any], settings: BatchSettings) -> dict[str, JobR
 
 def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = None) -> list[Check]:
     """Every check, cheapest first; none submits anything."""
-    checks = [check_credentials(cloud.sts)]
+    checks = [check_job_role(settings), check_credentials(cloud.sts)]
     if not checks[-1].ok:
         return checks
     checks.append(check_bucket(cloud.stager.s3, cloud.stager.bucket, cloud.stager.prefix))
@@ -184,8 +249,12 @@ def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = No
         queue_check, envs = check_queue(cloud.batch, queue)
         checks.append(queue_check)
         biggest = needs.get(queue) or needs.get("")
+        if queue_check.ok:
+            checks.append(check_platform(queue, envs, settings.platform))
         if queue_check.ok and biggest is not None:
             checks.append(check_fit(queue, envs, biggest))
+            if biggest.gpus:
+                checks.append(check_gpus(queue, envs, biggest.gpus))
     if nodes:
         checks.append(check_picklable(nodes))
     return checks

@@ -1,0 +1,42 @@
+"""Preflight checks against compute environments shaped as DescribeComputeEnvironments gives."""
+
+from __future__ import annotations
+
+from nipype_batch.preflight import check_gpus, check_job_role, check_platform
+from nipype_batch.settings import BatchSettings
+
+
+def _env(name: str, kind: str, types: list[str] | None = None) -> dict:
+    resources = {"type": kind, "maxvCpus": 64, "subnets": ["subnet-1"]}
+    if types is not None:
+        resources["instanceTypes"] = types
+    return {"computeEnvironmentName": name, "type": "MANAGED", "state": "ENABLED",
+            "status": "VALID", "computeResources": resources}
+
+
+def test_an_ec2_run_on_a_fargate_queue_is_refused_naming_the_platform_to_set():
+    check = check_platform("q", [_env("ce", "FARGATE")], "ec2")
+    assert not check.ok
+    assert "runs on FARGATE but the run's platform is 'ec2'" in check.detail
+    assert "plugin_args['platform'] = 'fargate'" in check.detail
+    assert check_platform("q", [_env("ce", "FARGATE_SPOT")], "fargate").ok
+    assert check_platform("q", [_env("ce", "SPOT")], "spot").ok
+    assert not check_platform("q", [_env("ce", "SPOT")], "fargate").ok
+
+
+def test_gpus_need_gpu_instance_types_on_ec2_too():
+    check = check_gpus("q", [_env("ce", "EC2", ["optimal"])], 1)
+    assert not check.ok and "no compute environment of 'q' has GPU instance types" in check.detail
+    assert "optimal" in check.detail and "--instance-types g4dn.xlarge" in check.detail
+    assert check_gpus("q", [_env("cpu", "EC2", ["c5"]), _env("gpu", "EC2", ["g5.xlarge"])], 1).ok
+    assert check_gpus("q", [_env("ce", "EC2", ["p3.2xlarge"])], 4).ok
+
+
+def test_jobs_on_aws_need_a_job_role():
+    settings = BatchSettings(backend="aws", region="us-east-1", job_queue="q", bucket="s3://b/p")
+    check = check_job_role(settings)
+    assert not check.ok and "plugin_args['job_role_arn']" in check.detail
+    assert check_job_role(BatchSettings(
+        backend="aws", region="us-east-1", job_queue="q", bucket="s3://b/p",
+        job_role_arn="arn:aws:iam::123456789012:role/job")).ok
+    assert check_job_role(BatchSettings(backend="local")).ok
