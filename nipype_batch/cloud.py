@@ -25,6 +25,15 @@ def queues_must_exist(name: str) -> None:
     """On AWS a run never creates a job queue: the preflight reports a missing one."""
 
 
+@dataclass(frozen=True)
+class Machine:
+    """What one machine can give a job: the local stack's compute environment."""
+
+    vcpus: int
+    memory_mb: int
+    gpus: int
+
+
 @dataclass
 class Cloud:
     """The clients and resources one run uses."""
@@ -43,6 +52,8 @@ class Cloud:
     ensure_queue: Callable[[str], None] = queues_must_exist
     # Seconds a job waits before it runs on this backend (packing weighs it); None: AWS's.
     job_overhead_s: float | None = None
+    # The local stack runs jobs on this machine: no job larger than it can start.
+    machine: Machine | None = None
     _docker: Any = None
 
     def docker(self) -> Any:

@@ -186,7 +186,8 @@ class BatchPlugin(DistributedPluginBase):
         self.images.publish(job_nodes, plan)
         self._packing = Packing.for_graph(
             graph, settings, set(graph.nodes()) - set(job_nodes), self._compatibility,
-            cloud.job_queue, run_history(), self._job_overhead_s(), job_nodes[0].base_dir)
+            cloud.job_queue, run_history(), self._job_overhead_s(), job_nodes[0].base_dir,
+            max_vcpus=getattr(getattr(cloud, "machine", None), "vcpus", None))
         if self._packing.plan is not None:
             self._parts.submitter.chunk = self._packing.chunk
 

@@ -190,6 +190,24 @@ def check_platform(queue: str, envs: list[dict[str, Any]], platform: str) -> Che
                  "profile made by `nipype-batch infra up`, which sets it).")
 
 
+def check_machine(machine: Any, largest: JobResources) -> Check:
+    """On the local stack, the largest job fits this machine, as on AWS it must fit an
+    instance (else it would wait RUNNABLE for ever)."""
+    too_big = [f"{asked} {what} (this machine has {has})"
+               for asked, has, what in ((largest.vcpus, machine.vcpus, "vCPUs"),
+                                        (largest.memory_mb, machine.memory_mb, "MiB"),
+                                        (largest.gpus, machine.gpus, "GPUs"))
+               if asked > has]
+    if not too_big:
+        return Check("this machine", True, f"fits {largest.vcpus} vCPUs, "
+                     f"{largest.memory_mb} MiB")
+    return Check("this machine", False,
+                 f"a node asks {', '.join(too_big)}: on the local stack a job runs on this "
+                 "machine, and one larger would never start (on AWS it would wait RUNNABLE). "
+                 "Lower the node's n_procs / mem_gb / plugin_args (vcpus, memory_mb, gpus) to "
+                 "try it here, or run it on AWS.")
+
+
 def check_job_role(settings: BatchSettings) -> Check:
     """Jobs on AWS have a role that reaches the staging bucket."""
     if settings.backend != "aws" or settings.endpoint_url or settings.job_role_arn:
@@ -251,6 +269,8 @@ def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = No
         biggest = needs.get(queue) or needs.get("")
         if queue_check.ok:
             checks.append(check_platform(queue, envs, settings.platform))
+        if biggest is not None and getattr(cloud, "machine", None) is not None:
+            checks.append(check_machine(cloud.machine, biggest))
         if queue_check.ok and biggest is not None:
             checks.append(check_fit(queue, envs, biggest))
             if biggest.gpus:

@@ -159,13 +159,13 @@ def test_per_node_resources_reach_the_job(tmp_path, local_args, local_stack):
     pinned = Node(Function(input_names=["x"], output_names=["out"], function=_touch),
                   name="pinned")
     pinned.inputs.x = 2
-    pinned.plugin_args = {"vcpus": 3, "memory_mb": 5000, "timeout_s": 120, "overwrite": True,
+    pinned.plugin_args = {"vcpus": 2, "memory_mb": 5000, "timeout_s": 120, "overwrite": True,
                           "sbatch_args": "--ignored-by-us"}
     wf.add_nodes([big, pinned])
     wf.run(plugin="AWSBatch", plugin_args=local_args)
 
     batch = local_stack.client("batch")
-    expected = {"big": (2, 3072, None), "pinned": (3, 5000, 120)}
+    expected = {"big": (2, 3072, None), "pinned": (2, 5000, 120)}
     for name, (vcpus, memory, timeout) in expected.items():
         record = json.loads((tmp_path / "res" / name / "_nipype_batch.json").read_text())["job"]
         assert (record["vcpus"], record["memory_mb"], record["timeout_s"]) == (vcpus, memory,

@@ -40,3 +40,22 @@ def test_jobs_on_aws_need_a_job_role():
         backend="aws", region="us-east-1", job_queue="q", bucket="s3://b/p",
         job_role_arn="arn:aws:iam::123456789012:role/job")).ok
     assert check_job_role(BatchSettings(backend="local")).ok
+
+
+def test_the_local_stack_refuses_a_job_larger_than_this_machine():
+    from nipype_batch.cloud import Machine
+    from nipype_batch.preflight import check_machine
+    from nipype_batch.resources import JobResources
+
+    machine = Machine(vcpus=2, memory_mb=24_000, gpus=0)
+
+    def job(vcpus=1, memory_mb=2048, gpus=0):
+        return JobResources(vcpus=vcpus, memory_mb=memory_mb, gpus=gpus, timeout_s=None,
+                            job_queue=None, image=None, base_image=None, run_on_driver=False)
+
+    assert check_machine(machine, job(vcpus=2, memory_mb=20_000)).ok
+    check = check_machine(machine, job(vcpus=1000, memory_mb=10_000_000, gpus=1))
+    assert not check.ok
+    assert "1000 vCPUs (this machine has 2)" in check.detail
+    assert "10000000 MiB (this machine has 24000)" in check.detail
+    assert "1 GPUs (this machine has 0)" in check.detail

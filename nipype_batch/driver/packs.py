@@ -87,14 +87,18 @@ class Packing:
     @classmethod
     def for_graph(cls, graph: Any, settings: BatchSettings, on_driver: set[Any],
                   compatible: Any, default_queue: str, history: list[NodeHistory],
-                  job_overhead_s: float, base_dir: str | None) -> Packing:
+                  job_overhead_s: float, base_dir: str | None,
+                  max_vcpus: int | None = None) -> Packing:
         """Plan the packs of Nipype's execution graph.
 
         ``compatible(resources)`` names what nodes sharing a job must share besides
-        vCPUs and memory (the image); ``history`` gives the nodes' runtimes.
+        vCPUs and memory (the image); ``history`` gives the nodes' runtimes; ``max_vcpus``
+        caps a pack's vCPUs (the local stack: this machine's).
         """
         model = PackingModel(target_s=float(settings.pack_target_s),
                              job_overhead_s=float(job_overhead_s))
+        if max_vcpus is not None:
+            model = replace(model, max_vcpus=max(1, min(model.max_vcpus, max_vcpus)))
         runtimes = {h.node: h.median_runtime_s for h in history}
         memory = {h.node: h.peak_memory_mb for h in history}
         dirs = {node: node.output_dir() for node in graph.nodes()}

@@ -6,11 +6,12 @@ from __future__ import annotations
 from ..aws.batch import BatchClient
 from ..aws.session import ClientFactory
 from ..aws.staging import Stager
-from ..cloud import Cloud
+from ..cloud import Cloud, Machine
 from ..images.build import DEFAULT_BASE_IMAGE
 from ..images.registries import PlainRegistry
 from ..latency import LOCAL_STACK
 from ..settings import BatchSettings
+from .moto_adjustments import local_vcpus
 from .stack import LocalStack
 
 
@@ -35,5 +36,15 @@ def connect_local(settings: BatchSettings) -> Cloud:
         api_calls=client.counter,
         ensure_queue=stack.ensure_queue,
         job_overhead_s=LOCAL_STACK.job_overhead_s() + settings.poll_min_s,
+        machine=this_machine(),
         _docker=stack.docker,
     )
+
+
+def this_machine() -> Machine:
+    """This machine as the local stack's compute environment: its vCPUs (as the local stack
+    schedules them) and memory; no GPUs, as moto starts containers without GPU devices."""
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return Machine(local_vcpus(), int(memory), gpus=0)
