@@ -149,3 +149,48 @@ def test_plain_registry_digest_of_known_and_missing_tags(fake_registry: str) -> 
 def test_plain_registry_error_status_is_an_image_build_error(fake_registry: str) -> None:
     with pytest.raises(ImageBuildError, match=rf"registry {fake_registry} answered 500 for http"):
         PlainRegistry(fake_registry).digest_of("broken")
+
+
+class _RacedDocker:
+    """Docker whose push ECR refuses: another driver pushed the same tag a moment before."""
+
+    def __init__(self) -> None:
+        self.images = self
+        self.api = self
+
+    def get(self, _ref: str) -> Any:
+        return self
+
+    def tag(self, *_args: Any) -> None:
+        pass
+
+    def push(self, repository: str, tag: str, **_kwargs: Any) -> Iterator[dict[str, str]]:
+        yield {"error": f"tag invalid: The image tag '{tag}' already exists in the "
+                        "'nipype-batch' repository and cannot be overwritten because the "
+                        "repository is immutable."}
+
+
+@pytest.mark.moto
+def test_a_tag_pushed_meanwhile_by_another_driver_is_used(ecr, monkeypatch) -> None:
+    import json
+
+    registry = EcrRegistry(ecr)
+    uri = registry.ensure_repository()
+    monkeypatch.setattr(registry, "login", lambda: {})
+    looked = []
+    original = registry.digest_of
+
+    def digest_of(tag: str) -> str | None:
+        looked.append(tag)
+        if len(looked) == 1:  # our first look: not there; then the other driver pushes it
+            ecr.put_image(repositoryName="nipype-batch", imageTag=tag, imageManifest=json.dumps(
+                {"schemaVersion": 2,
+                 "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                 "config": {"digest": "sha256:" + "c" * 64},
+                 "layers": []}))
+            return None
+        return original(tag)
+
+    monkeypatch.setattr(registry, "digest_of", digest_of)
+    ref = registry.publish(_RacedDocker(), "local:ref", "abc123")
+    assert ref.startswith(f"{uri}@sha256:") and looked == ["abc123", "abc123"]

@@ -144,5 +144,14 @@ class EcrRegistry:
         if digest is None:
             docker.images.get(local_ref).tag(uri, tag)
             log.info("Pushing %s:%s to ECR", uri, tag)
-            digest = _push(docker, uri, tag, auth=self.login())
+            try:
+                digest = _push(docker, uri, tag, auth=self.login())
+            except ImageBuildError as exc:
+                # Another driver pushed the same content-hash tag since we looked: the
+                # repository's immutable tags refuse ours, and theirs is the same image.
+                digest = self.digest_of(tag) if "already exists" in str(exc) else None
+                if digest is None:
+                    raise
+                log.info("%s:%s was pushed meanwhile by another run: using %s", uri, tag,
+                         digest)
         return f"{uri}@{digest}"
