@@ -57,6 +57,7 @@ def job_record(
         "attempts_allowed": resources.attempts,
         "status": status.state.value,
         "status_reason": status.reason,
+        "container_reason": status.container_reason,
         "exit_code": status.exit_code,
         "attempts": len(status.attempts) or 1,
         "attempt_details": status.attempts,

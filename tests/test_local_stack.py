@@ -128,3 +128,35 @@ def test_the_local_stack_runs_no_more_jobs_at_once_than_the_machine_has_vcpus(tm
         running += change
         most = max(most, running)
     assert most <= local_vcpus()
+
+
+def _hog(megabytes):
+    block = bytearray(megabytes * 2**20)
+    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+        block[i] = 1
+    return len(block)
+
+
+@pytest.mark.docker
+def test_a_job_over_its_memory_is_killed_as_on_batch_and_not_retried_as_is(tmp_path,
+                                                                          local_args):
+    import glob
+    import json
+
+    from nipype.utils.filemanip import loadpkl
+
+    wf = Workflow(name="oom", base_dir=str(tmp_path))
+    hog = Node(Function(input_names=["megabytes"], output_names=["out"], function=_hog),
+               name="hog")
+    hog.inputs.megabytes = 900
+    hog.plugin_args = {"memory_mb": 400}
+    wf.add_nodes([hog])
+    with pytest.raises(RuntimeError):
+        wf.run(plugin="AWSBatch", plugin_args={**local_args, "attempts": 3})
+    job = json.loads((tmp_path / "oom" / "hog" / "_nipype_batch.json").read_text())["job"]
+    assert job["container_reason"].startswith("OutOfMemoryError")
+    assert job["exit_code"] == 137
+    assert job["attempts"] == 1  # the same memory would fail again: not retried as is
+    [crash] = glob.glob(str(tmp_path / "crash-*hog*.pklz"))
+    text = "".join(loadpkl(crash)["traceback"])
+    assert "killed for memory" in text and "400 MiB" in text

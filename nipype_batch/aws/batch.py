@@ -60,6 +60,8 @@ def job_definition_spec(image: str, job_role_arn: str | None, platform: str = "e
 # Retry what the infrastructure did to a job, never what the node did (first match wins).
 RETRY_RULES = [
     {"onExitCode": str(EXIT_NODE_FAILED), "action": "EXIT"},  # the node raised
+    # killed for memory: the same memory would fail again (Batch's container reason)
+    {"onReason": "OutOfMemoryError*", "action": "EXIT"},
     {"onStatusReason": "Host EC2*", "action": "RETRY"},  # instance lost, Spot reclaimed
     {"onReason": "*", "action": "RETRY"},  # killed from outside, runner or staging failure
 ]

@@ -38,6 +38,9 @@ class JobStatus:
     state: JobState
     reason: str | None = None
     exit_code: int | None = None
+    # The container's own reason, apart from the job's: where Batch says a container was
+    # killed for memory ("OutOfMemoryError: Container killed due to memory usage").
+    container_reason: str | None = None
     created_at: int | None = None
     started_at: int | None = None
     stopped_at: int | None = None
@@ -59,6 +62,8 @@ class JobStatus:
             state=JobState(job["status"]),
             reason=job.get("statusReason"),
             exit_code=container.get("exitCode"),
+            container_reason=container.get("reason") or (
+                ((attempts[-1].get("container") or {}).get("reason")) if attempts else None),
             created_at=job.get("createdAt"),
             started_at=job.get("startedAt"),
             stopped_at=job.get("stoppedAt"),
@@ -68,6 +73,14 @@ class JobStatus:
             array_summary=(dict((job.get("arrayProperties") or {}).get("statusSummary") or {})
                            if "size" in (job.get("arrayProperties") or {}) else None),
         )
+
+
+OUT_OF_MEMORY = "OutOfMemoryError"  # how Batch's container reason starts for a memory kill
+
+
+def out_of_memory(status: JobStatus) -> bool:
+    """Whether the job's container was killed for using more memory than it asked."""
+    return (status.container_reason or "").startswith(OUT_OF_MEMORY)
 
 
 QUEUED = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)

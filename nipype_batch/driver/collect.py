@@ -13,7 +13,7 @@ from nipype.utils.filemanip import loadpkl
 
 from ..aws.bundles import unpack_bookkeeping
 from ..aws.staging import StagedPath, Stager
-from ..aws.status import JobState, JobStatus
+from ..aws.status import JobState, JobStatus, out_of_memory
 from ..history import Observation
 from ..protocol import CRASH_FILE, result_path
 from ..provenance import job_record, output_files, read_provenance, write_job_record
@@ -97,6 +97,13 @@ class Collector:
                 f"{status.state.value}: {status.reason or 'no reason given'} (exit code "
                 f"{status.exit_code}). It left no result file under {where}.\n"
             ]
+            if out_of_memory(status):
+                traceback.append(
+                    f"\nThe container was killed for memory ({status.container_reason}): "
+                    f"the node needs more than the {job.resources.memory_mb} MiB its job "
+                    "asked. Give it more with the node's mem_gb, or "
+                    "node.plugin_args={'memory_mb': ...}; the run history's peak memory of "
+                    "earlier runs (`nipype-batch history`) is a guide.\n")
         tail = self.batch.log_tail(status.log_stream)
         self.log_tails[job.job_id] = tail
         if tail:

@@ -32,6 +32,11 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
    start". A Batch queue runs what its compute environment's vCPUs hold and leaves the rest
    RUNNABLE: here the compute environment is this machine, its vCPUs ``os.cpu_count()`` (or
    ``$NIPYPE_BATCH_LOCAL_VCPUS``), each job holding its vCPUs from STARTING to its end.
+9. moto starts job containers with no memory limit, so a node that needs more memory than its
+   job asks runs anyway here and is killed on AWS. Each container gets the job's memory as its
+   limit (and its vCPUs as a CPU share); a container the kernel kills for memory is reported
+   as Batch reports it: exit code 137 and the container reason "OutOfMemoryError: Container
+   killed due to memory usage", which the retry rules see.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def apply() -> None:
         if container is not None:
             if self.exit_code is not None:
                 container["exitCode"] = self.exit_code
+            reason = getattr(self, "nb_container_reason", None)
+            if reason:
+                container["reason"] = reason
             asked = (self.container_overrides or {}).get("resourceRequirements")
             if asked:
                 container["resourceRequirements"] = asked
@@ -77,6 +85,7 @@ def apply() -> None:
     _shorten_sleeps()
     _read_ranges_only()
     _limit_to_machine(Job)
+    _limit_containers(Job)
     _APPLIED = True
 
 
@@ -155,7 +164,7 @@ def _add_retries(job_class: Any) -> None:
         if len(job.attempts) >= int(strategy.get("attempts", 1)):
             return False
         facts = {"onExitCode": str(job.exit_code), "onStatusReason": "Essential container in "
-                 "task exited", "onReason": ""}
+                 "task exited", "onReason": getattr(job, "nb_container_reason", None) or ""}
         for rule in strategy.get("evaluateOnExit", []):
             patterns = {k: v for k, v in rule.items() if k in facts}
             if all(fnmatch.fnmatchcase(facts[k], v) for k, v in patterns.items()):
@@ -185,6 +194,7 @@ def _add_retries(job_class: Any) -> None:
             self.job_stopped = False
             self.job_stopped_at = None
             self.exit_code = None
+            self.nb_container_reason = None
             self.stop = False
             self.latest_attempt = None
             self.status = "SUBMITTED"
@@ -337,4 +347,76 @@ def _limit_to_machine(job_class: Any) -> None:
         original_mark_stopped(self, success)
 
     job_class.advance = advance
+    job_class._mark_stopped = mark_stopped
+
+
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"  # as Batch words it
+
+
+def _job_memory_mb(job: Any) -> int | None:
+    """The job's MEMORY requirement (MiB): its overrides', else its definition's."""
+    for requirements in ((job.container_overrides or {}).get("resourceRequirements"),
+                         job.job_definition.container_properties.get("resourceRequirements")
+                         if job.job_definition.container_properties else None):
+        for requirement in requirements or []:
+            if requirement.get("type") == "MEMORY":
+                return int(requirement["value"])
+    return None
+
+
+def _limit_containers(job_class: Any) -> None:
+    from moto.utilities.docker_utilities import DockerModel
+
+    original_client = DockerModel.docker_client.fget
+    original_mark_stopped = job_class._mark_stopped
+
+    class _Containers:
+        """``docker_client.containers`` of one job: ``run`` with the job's limits."""
+
+        def __init__(self, job: Any, containers: Any) -> None:
+            self._job, self._containers = job, containers
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._containers, name)
+
+        def run(self, **kwargs: Any) -> Any:
+            memory = _job_memory_mb(self._job)
+            if memory:
+                kwargs.setdefault("mem_limit", f"{memory}m")
+                kwargs.setdefault("memswap_limit", f"{memory}m")  # no swap, as on Batch
+            # ECS gives a container its vCPUs as a CPU share (1024 each), not a hard cap
+            kwargs.setdefault("cpu_shares", int(1024 * _job_vcpus(self._job)))
+            container = self._containers.run(**kwargs)
+            self._job.nb_containers = [*getattr(self._job, "nb_containers", []), container]
+            return container
+
+    class _Client:
+        def __init__(self, job: Any, client: Any) -> None:
+            self._client = client
+            self.containers = _Containers(job, client.containers)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+    def docker_client(self: Any) -> Any:
+        client = original_client(self)
+        return _Client(self, client) if isinstance(self, job_class) else client
+
+    def mark_stopped(self: Any, success: bool = True) -> None:
+        # before the retry rules read it: was this attempt's container killed for memory?
+        for container in getattr(self, "nb_containers", []):
+            try:
+                container.reload()
+                killed = container.attrs.get("State", {}).get("OOMKilled")
+            except Exception:  # removed already
+                killed = False
+            if killed:
+                self.nb_container_reason = OOM_REASON
+                self.exit_code = 137
+                if self.latest_attempt is not None:
+                    self.latest_attempt["container"]["reason"] = OOM_REASON
+        self.nb_containers = []
+        original_mark_stopped(self, success)
+
+    job_class.docker_client = property(docker_client)
     job_class._mark_stopped = mark_stopped
