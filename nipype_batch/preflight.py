@@ -86,6 +86,46 @@ def check_bucket(s3: Any, bucket: str, prefix: str) -> Check:
     return Check("bucket", True, f"s3://{bucket}/{prefix} is writable")
 
 
+_WRITES = ("s3:PutObject", "s3:*", "*")
+
+
+def check_bucket_policy(s3: Any, bucket: str, prefix: str) -> Check:
+    """Nobody but the account may write under the staging prefix: results come back as
+    pickles the driver loads, and payloads carry pickled nodes the jobs run, so whoever can
+    write there can run code on the driver and in the jobs."""
+    import json
+
+    name = "who may write the staging prefix"
+    if not hasattr(s3, "get_bucket_policy"):  # a stand-in store (the simulated Batch's)
+        return Check(name, True, "not an S3 bucket: not checked")
+    try:
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except (ClientError, BotoCoreError) as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code == "NoSuchBucketPolicy":
+            return Check(name, True, "no bucket policy: the account's IAM only")
+        return Check(name, True, f"bucket policy not readable ({_error_text(exc)}): "
+                     "not checked")
+    statements = policy.get("Statement") or []
+    for statement in statements if isinstance(statements, list) else [statements]:
+        principal = statement.get("Principal")
+        anyone = principal == "*" or (isinstance(principal, dict) and "*" in (
+            principal.get("AWS") if isinstance(principal.get("AWS"), list)
+            else [principal.get("AWS")]))
+        actions = statement.get("Action") or []
+        actions = actions if isinstance(actions, list) else [actions]
+        if (statement.get("Effect") == "Allow" and anyone and not statement.get("Condition")
+                and any(a in _WRITES for a in actions)):
+            return Check(name, False,
+                         f"the policy of bucket {bucket!r} lets anyone write "
+                         f"(statement {statement.get('Sid') or '(no Sid)'}): whoever writes "
+                         f"under s3://{bucket}/{prefix} can run code on your driver and in "
+                         "your jobs (results and payloads are pickles). Remove that "
+                         "statement, or stage in a bucket only you and the job role write "
+                         "(`nipype-batch infra up` makes one).")
+    return Check(name, True, "only principals named by the account")
+
+
 def check_queue(batch: BatchClient, queue: str) -> tuple[Check, list[dict[str, Any]]]:
     """The job queue exists, is ENABLED and VALID; also returns its compute environments."""
     try:
@@ -261,6 +301,8 @@ def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = No
     if not checks[-1].ok:
         return checks
     checks.append(check_bucket(cloud.stager.s3, cloud.stager.bucket, cloud.stager.prefix))
+    checks.append(check_bucket_policy(cloud.stager.s3, cloud.stager.bucket,
+                                      cloud.stager.prefix))
     needs = largest_job(nodes or [], settings)
     queues = {queue or cloud.job_queue for queue in needs} or {cloud.job_queue}
     for queue in sorted(queues):

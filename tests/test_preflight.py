@@ -59,3 +59,31 @@ def test_the_local_stack_refuses_a_job_larger_than_this_machine():
     assert "1000 vCPUs (this machine has 2)" in check.detail
     assert "10000000 MiB (this machine has 24000)" in check.detail
     assert "1 GPUs (this machine has 0)" in check.detail
+
+
+def test_a_bucket_anyone_may_write_is_refused(monkeypatch):
+    import json
+
+    import boto3
+    from moto import mock_aws
+
+    from nipype_batch.preflight import check_bucket_policy
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lab")
+        assert check_bucket_policy(s3, "lab", "study").ok  # no policy
+        s3.put_bucket_policy(Bucket="lab", Policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Sid": "ReadForAll", "Effect": "Allow", "Principal": "*",
+                 "Action": "s3:GetObject", "Resource": "arn:aws:s3:::lab/*"}]}))
+        assert check_bucket_policy(s3, "lab", "study").ok  # reading is not running code
+        s3.put_bucket_policy(Bucket="lab", Policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Sid": "Dropbox", "Effect": "Allow", "Principal": {"AWS": "*"},
+                 "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::lab/*"}]}))
+        check = check_bucket_policy(s3, "lab", "study")
+        assert not check.ok and "statement Dropbox" in check.detail
+        assert "can run code on your driver" in check.detail
