@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from nipype.pipeline.plugins.base import DistributedPluginBase
 
-from .aws.status import JobStatus
+from .aws.status import JobState, JobStatus, out_of_memory
 from .backend import connect
 from .cloud import Cloud
 from .driver.images import JobImages
@@ -40,16 +40,18 @@ from .driver.resume import collate_mapnode_here
 from .driver.run_log import LOG_NAME, RunLog, hold_nipype_records, show_our_log, start_run_log
 from .driver.submit import PackNode
 from .driver.view import NodeState, RunCost, stage_rows, summary_lines, write_run_report
-from .errors import BatchJobError
+from .errors import BatchJobError, ConfigurationError
 from .images.publish import PublishedImage
 from .platforms import PLATFORMS
 from .preflight import preflight
-from .resources import JobResources, resources_for, runs_on_driver
+from .provenance import note_memory_raised
+from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .settings import BatchSettings
 
 log = logging.getLogger("nipype_batch")
 
 LOOP_TICK_S = 0.1  # how often Nipype's loop passes; Batch is polled less often
+MEMORY_RETRIES = 2  # a job killed for memory goes again with 2x, then 4x its memory
 
 
 class BatchPlugin(DistributedPluginBase):
@@ -80,6 +82,8 @@ class BatchPlugin(DistributedPluginBase):
         self._next_taskid = 0
         self._graph_changed = True
         self._fatal: Exception | None = None
+        # node dir -> the jobs killed for memory before the one that ran it (memory_retry)
+        self._memory_raised: dict[str, list[dict[str, Any]]] = {}
         self._progress = Progress("off")
         self._run_log: RunLog | None = None
         self._started = time.monotonic()
@@ -353,10 +357,47 @@ class BatchPlugin(DistributedPluginBase):
             if status is None:
                 return None
             job = self._parts.flight.jobs[taskid]
+            if self._more_memory(job, status):
+                return None  # its nodes wait for the job submitted again
             self._count_cost(job, status)
-            return self._parts.collector.collect(job, status)
+            result = self._parts.collector.collect(job, status)
+            if self._memory_raised.get(job.node_dir):
+                note_memory_raised(job.node_dir, self._memory_raised[job.node_dir])
+            return result
         except Exception:
             return nipype_result(format_exception(*sys.exc_info()), here=True)
+
+    def _more_memory(self, job: SubmittedJob, status: JobStatus) -> bool:
+        """A job killed for memory goes again with twice the memory (``memory_retry``), up
+        to MEMORY_RETRIES times and within what the backend can give; True if it went."""
+        if not (self.settings.memory_retry and status.state is JobState.FAILED
+                and out_of_memory(status)):
+            return False
+        raised = self._memory_raised.setdefault(job.node_dir, [])
+        if len(raised) >= MEMORY_RETRIES:
+            return False
+        bigger = job.resources.memory_mb * 2
+        machine = getattr(self.cloud, "machine", None)
+        if machine is not None and bigger > machine.memory_mb:
+            return False
+        if self.settings.platform == "fargate":
+            try:
+                bigger = fargate_fit(replace(job.resources, memory_mb=bigger)).memory_mb
+            except ConfigurationError:
+                return False
+        old_id, old_memory = job.job_id, job.resources.memory_mb
+        if not job.in_pack:
+            self._count_cost(job, status)  # the killed job was billed too
+        new_id = self._parts.submitter.resubmit(job, bigger)
+        if new_id is None:
+            return False
+        for node_dir in job.pack_dirs or [job.node_dir]:
+            self._memory_raised.setdefault(node_dir, []).append(
+                {"job_id": old_id, "memory_mb": old_memory, "reason": status.container_reason})
+        log.warning("Job %s (%s) was killed for memory at %d MiB: submitted again with %d MiB "
+                    "as job %s. Give the node more (mem_gb) to start there next time.",
+                    old_id, job.node_name, old_memory, bigger, new_id)
+        return True
 
     def _count_cost(self, job: SubmittedJob, status: JobStatus) -> None:
         """A collected job's cost; a pack's in slices, up to the moment each node resolves."""

@@ -87,6 +87,14 @@ def write_collated(node_dir: str) -> list[str]:
     return found
 
 
+def note_memory_raised(node_dir: str, killed: list[dict[str, Any]]) -> None:
+    """Add to the ``job`` section the jobs killed for memory before the one that ran the
+    node (each: job id, memory asked, container reason)."""
+    job = dict(read_provenance(node_dir).get("job") or {})
+    job["memory_raised"] = killed
+    _merge(node_dir, "job", job)
+
+
 def _merge(node_dir: str, section: str, record: dict[str, Any]) -> None:
     data = read_provenance(node_dir)
     data[section] = record

@@ -148,6 +148,14 @@ class BatchSettings:
     timeout_s: int | None = field(
         default=None, metadata=_meta("Per-attempt time limit in seconds (>= 60).")
     )
+    memory_retry: bool = field(
+        default=True,
+        metadata=_meta(
+            "A job killed for memory is submitted again with twice the memory, twice at most "
+            "(within this machine's memory on the local stack, Fargate's 120 GiB); False "
+            "ends it as failed."
+        ),
+    )
     fetch_outputs: bool | None = field(
         default=None,
         metadata=_meta(
@@ -332,6 +340,10 @@ class BatchSettings:
                 "and writes logs): `nipype-batch infra up --platform fargate` makes one and "
                 "its profile sets it."
             )
+        if not isinstance(self.memory_retry, bool):
+            raise ConfigurationError(
+                f"memory_retry={self.memory_retry!r} must be True (a job killed for memory is "
+                "submitted again with more) or False.")
         if self.packing not in ("auto", "off"):
             raise ConfigurationError(
                 f"packing={self.packing!r} must be 'auto' (short nodes share jobs) or 'off' "

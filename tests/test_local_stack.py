@@ -137,6 +137,16 @@ def _hog(megabytes):
     return len(block)
 
 
+def _hog_workflow(base_dir, memory_mb=400):
+    wf = Workflow(name="oom", base_dir=str(base_dir))
+    hog = Node(Function(input_names=["megabytes"], output_names=["out"], function=_hog),
+               name="hog")
+    hog.inputs.megabytes = 900
+    hog.plugin_args = {"memory_mb": memory_mb}
+    wf.add_nodes([hog])
+    return wf
+
+
 @pytest.mark.docker
 def test_a_job_over_its_memory_is_killed_as_on_batch_and_not_retried_as_is(tmp_path,
                                                                           local_args):
@@ -145,14 +155,9 @@ def test_a_job_over_its_memory_is_killed_as_on_batch_and_not_retried_as_is(tmp_p
 
     from nipype.utils.filemanip import loadpkl
 
-    wf = Workflow(name="oom", base_dir=str(tmp_path))
-    hog = Node(Function(input_names=["megabytes"], output_names=["out"], function=_hog),
-               name="hog")
-    hog.inputs.megabytes = 900
-    hog.plugin_args = {"memory_mb": 400}
-    wf.add_nodes([hog])
     with pytest.raises(RuntimeError):
-        wf.run(plugin="AWSBatch", plugin_args={**local_args, "attempts": 3})
+        _hog_workflow(tmp_path).run(plugin="AWSBatch", plugin_args={
+            **local_args, "attempts": 3, "memory_retry": False})
     job = json.loads((tmp_path / "oom" / "hog" / "_nipype_batch.json").read_text())["job"]
     assert job["container_reason"].startswith("OutOfMemoryError")
     assert job["exit_code"] == 137
@@ -160,3 +165,27 @@ def test_a_job_over_its_memory_is_killed_as_on_batch_and_not_retried_as_is(tmp_p
     [crash] = glob.glob(str(tmp_path / "crash-*hog*.pklz"))
     text = "".join(loadpkl(crash)["traceback"])
     assert "killed for memory" in text and "400 MiB" in text
+
+
+@pytest.mark.docker
+def test_a_job_killed_for_memory_goes_again_with_more_and_the_run_completes(tmp_path,
+                                                                            local_args):
+    import json
+
+    from nipype_batch.report.collect import collect_jobs
+
+    linear = _hog_workflow(tmp_path / "linear").run(plugin="Linear")
+    plugin = BatchPlugin({**local_args, "packing": "off"})
+    graph = _hog_workflow(tmp_path / "batch").run(plugin=plugin)
+    [ran] = graph.nodes()
+    [expected] = linear.nodes()
+    assert ran.result.outputs.out == expected.result.outputs.out == 900 * 2**20
+    job = json.loads((tmp_path / "batch" / "oom" / "hog" / "_nipype_batch.json").read_text())
+    job = job["job"]
+    # 400 MiB killed, 800 MiB killed, 1600 MiB ran
+    assert [k["memory_mb"] for k in job["memory_raised"]] == [400, 800]
+    assert all(k["reason"].startswith("OutOfMemoryError") for k in job["memory_raised"])
+    assert job["memory_mb"] == 1600 and job["status"] == "SUCCEEDED"
+    assert len(plugin.submitted_job_ids) == 3
+    [row] = collect_jobs(tmp_path / "batch")
+    assert "killed for memory at 400 MiB, 800 MiB; ran with 1600 MiB" in row.reason

@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from traceback import format_exception
 from typing import Any
 
@@ -53,6 +53,9 @@ class Submitter:
                  image_for: Callable[[JobResources], str], flight: JobsInFlight,
                  work_dir: str | None = None) -> None:
         self.cloud = cloud
+        # job id -> what submits it again (payload URI, environment, tags, its nodes' views)
+        self._again: dict[str, tuple[str, dict[str, str], dict[str, str],
+                                     list[tuple[int | None, SubmittedJob]]]] = {}
         self.work_dir = work_dir  # the workflow's base_dir
         self.settings = settings
         self.run_id = run_id
@@ -216,6 +219,7 @@ class Submitter:
             {**item.environment, PAYLOAD_ENV: payload_uri}, item.tags,
         )
         self._track(item, job_id)
+        self._again[job_id] = (payload_uri, item.environment, item.tags, item.members)
         what = (f"{len(item.members)} nodes from {item.tags['nipype-batch:node']}"
                 if len(item.members) > 1 else item.tags["nipype-batch:node"])
         log.info("Submitted %s as job %s (%d vCPU, %d MiB)", what, job_id,
@@ -248,8 +252,37 @@ class Submitter:
         self.flight.array_job_ids.append(array_id)
         for index, item in enumerate(group):
             self._track(item, child_job_id(array_id, index), array_id, index)
+            self._again[child_job_id(array_id, index)] = (
+                f"s3://{stager.bucket}/{folder}/{index}.json", item.environment,
+                {**item.tags, "nipype-batch:node": item.array_group[-256:]}, item.members)
         log.info("Submitted %d nodes of %s as array job %s (%d vCPU, %d MiB each)", len(group),
                  group[0].array_group, array_id, first.resources.vcpus, first.resources.memory_mb)
+
+
+    def resubmit(self, job: SubmittedJob, memory_mb: int) -> str | None:
+        """Submit a job (an array child: as a job of its own) again with more memory; its
+        nodes now wait for the new job. None if it is not one this driver submitted."""
+        again = self._again.pop(job.job_id, None)
+        if again is None:
+            return None
+        payload_uri, environment, tags, members = again
+        resources = replace(job.resources, memory_mb=memory_mb)
+        waiting = [(taskid, view) for taskid, view in members
+                   if taskid is None or taskid in self.flight.jobs]  # not the resolved ones
+        for taskid, _view in waiting:
+            if taskid is not None:
+                self.flight.forget(taskid)
+        job_id = self.cloud.batch.submit(
+            job.job_name, job.queue, job.definition, resources,
+            {**environment, PAYLOAD_ENV: payload_uri}, tags)
+        for taskid, view in waiting:
+            view.job_id, view.array_job_id, view.array_index = job_id, None, None
+            view.resources = resources
+            if taskid is not None:
+                self.flight.track(taskid, view)
+        self.flight.submitted_job_ids.append(job_id)
+        self._again[job_id] = (payload_uri, environment, tags, members)
+        return job_id
 
 
 def _pickled(node: Any, updatehash: bool) -> str:

@@ -88,7 +88,7 @@ def job_row(node_dir: str, record: dict[str, Any], work_dir: str) -> JobRow | No
         stopped_ms=job.get("stopped_at_ms"),
         attempts=_attempts(job),
         attempts_allowed=int(job.get("attempts_allowed") or 1),
-        reason=job.get("status_reason"),
+        reason=job.get("status_reason") or _memory_note(job),
         exit_code=job.get("exit_code"),
         log_stream=job.get("log_stream"),
         node_failed=bool(runner.get("node_failed")),
@@ -161,3 +161,13 @@ def crash_traceback(node_dir: str) -> list[str]:
         return []
     lines = crash.get("traceback") if isinstance(crash, dict) else None
     return "".join(lines or []).splitlines()
+
+
+def _memory_note(job: dict[str, Any]) -> str | None:
+    """For a job that ran after others were killed for memory: how much each asked."""
+    killed = job.get("memory_raised") or []
+    if not killed:
+        return None
+    asked = ", ".join(f"{k.get('memory_mb')} MiB" for k in killed)
+    return (f"killed for memory at {asked}; ran with {job.get('memory_mb')} MiB "
+            "(memory_retry)")
