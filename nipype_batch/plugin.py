@@ -188,9 +188,13 @@ class BatchPlugin(DistributedPluginBase):
         plan = self.images.plan(job_nodes)
         preflight(settings, cloud, job_nodes)
         self.images.publish(job_nodes, plan)
+        history = run_history()
+        self._parts.submitter.peak_memory = {h.node: h.peak_memory_mb for h in history}
+        self._parts.submitter.memory_cap_mb = getattr(getattr(cloud, "machine", None),
+                                                      "memory_mb", None)
         self._packing = Packing.for_graph(
             graph, settings, set(graph.nodes()) - set(job_nodes), self._compatibility,
-            cloud.job_queue, run_history(), self._job_overhead_s(), job_nodes[0].base_dir,
+            cloud.job_queue, history, self._job_overhead_s(), job_nodes[0].base_dir,
             max_vcpus=getattr(getattr(cloud, "machine", None), "vcpus", None))
         if self._packing.plan is not None:
             self._parts.submitter.chunk = self._packing.chunk

@@ -189,3 +189,10 @@ def test_a_job_killed_for_memory_goes_again_with_more_and_the_run_completes(tmp_
     assert len(plugin.submitted_job_ids) == 3
     [row] = collect_jobs(tmp_path / "batch")
     assert "killed for memory at 400 MiB, 800 MiB; ran with 1600 MiB" in row.reason
+
+    # the next run starts where it ran: from the run history's peak, one job
+    again = BatchPlugin({**local_args, "packing": "off"})
+    _hog_workflow(tmp_path / "again").run(plugin=again)
+    job = json.loads((tmp_path / "again" / "oom" / "hog" / "_nipype_batch.json").read_text())
+    assert len(again.submitted_job_ids) == 1
+    assert 900 * 1.25 <= job["job"]["memory_mb"] <= 1600 and "memory_raised" not in job["job"]

@@ -432,3 +432,30 @@ def test_key_for_makes_relative_paths_absolute(tmp_path: Path, monkeypatch) -> N
 
 def test_control_key_without_prefix() -> None:
     assert Stager(s3=None, bucket=BUCKET).control_key("j", "node.pklz") == "control/j/node.pklz"
+
+
+def test_a_missing_object_read_under_the_job_role_is_absent_not_an_error() -> None:
+    """Under the job role (ListBucket on its prefix only) S3 answers 403 for a missing key."""
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="k")
+    stager = Stager(client, "labbucket", "study")
+    key = "study/control/run/packs/3/0.succeeded"
+    with Stubber(client) as stub:
+        for operation in ("get_object", "head_object"):
+            stub.add_client_error(operation, service_error_code="AccessDenied",
+                                  http_status_code=403)
+            stub.add_response("list_objects_v2", {"KeyCount": 0, "IsTruncated": False},
+                              {"Bucket": "labbucket", "Prefix": key, "MaxKeys": 1})
+        assert stager.get_bytes(key, missing_ok=True) is None
+        assert stager._head(key) is None
+        # a 403 on an object that is there is a real denial
+        stub.add_client_error("get_object", service_error_code="AccessDenied",
+                              http_status_code=403)
+        stub.add_response("list_objects_v2", {"Contents": [{"Key": key}], "KeyCount": 1,
+                                              "IsTruncated": False},
+                          {"Bucket": "labbucket", "Prefix": key, "MaxKeys": 1})
+        with pytest.raises(StagingError, match="AccessDenied"):
+            stager.get_bytes(key, missing_ok=True)
+        stub.assert_no_pending_responses()

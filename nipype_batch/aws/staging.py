@@ -237,7 +237,7 @@ class Stager:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _is_not_found(exc) and missing_ok:
+            if missing_ok and self._absent(key, exc):
                 return False
             raise StagingError(
                 f"could not download s3://{self.bucket}/{key}: {exc}"
@@ -332,7 +332,7 @@ class Stager:
         try:
             data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if missing_ok and _is_not_found(exc):
+            if missing_ok and self._absent(key, exc):
                 return None
             raise StagingError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
         self._count(down=len(data))
@@ -342,12 +342,30 @@ class Stager:
         try:
             head = self.s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _is_not_found(exc):
+            if self._absent(key, exc):
                 return None
             raise StagingError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
         mtime = head.get("Metadata", {}).get(MTIME_META)
         return (head["ContentLength"], int(mtime)) if mtime else None
 
+
+    def _absent(self, key: str, exc: ClientError) -> bool:
+        """Whether a failed read means the object does not exist.
+
+        S3 answers 404 only to a caller that may list the bucket unconditionally; the job
+        role may list its prefix alone (a condition that a GetObject or HeadObject does not
+        carry), so a missing object answers 403 there. A 403 is then settled by listing the
+        key as a prefix, which the role may do.
+        """
+        if _is_not_found(exc):
+            return True
+        if str(exc.response.get("Error", {}).get("Code", "")) not in ("403", "AccessDenied"):
+            return False
+        try:
+            listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except ClientError:
+            return False  # not allowed to list either: a real denial
+        return not any(obj.get("Key") == key for obj in listed.get("Contents", []))
 
     # ---- concurrency ----------------------------------------------------------------------
 

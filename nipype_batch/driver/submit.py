@@ -57,6 +57,10 @@ class Submitter:
         self._again: dict[str, tuple[str, dict[str, str], dict[str, str],
                                      list[tuple[int | None, SubmittedJob]]]] = {}
         self.work_dir = work_dir  # the workflow's base_dir
+        # history key -> peak memory (MiB) earlier runs measured: a job asks at least a
+        # quarter more, so a node killed for memory once starts where it ran
+        self.peak_memory: dict[str, float] = {}
+        self.memory_cap_mb: int | None = None  # what the backend can give (this machine)
         self.settings = settings
         self.run_id = run_id
         self.image_for = image_for
@@ -109,6 +113,7 @@ class Submitter:
     def _prepare(self, nodes: list[PackNode], resources: JobResources, updatehash: bool,
                  taskid: int, array_group: str | None = None) -> PreparedJob:
         cloud, stager = self.cloud, self.cloud.stager
+        resources = self._sized_by_history(nodes, resources)
         if self.settings.platform == "fargate":
             resources = fargate_fit(resources)
         image = self.image_for(resources)
@@ -258,6 +263,21 @@ class Submitter:
         log.info("Submitted %d nodes of %s as array job %s (%d vCPU, %d MiB each)", len(group),
                  group[0].array_group, array_id, first.resources.vcpus, first.resources.memory_mb)
 
+
+    def _sized_by_history(self, nodes: list[PackNode], resources: JobResources
+                          ) -> JobResources:
+        """At least 1.25x the largest peak memory the run history measured of the nodes
+        (in steps of 256 MiB, within what the backend can give)."""
+        peak = max((self.peak_memory.get(self._history_key(item.node, item.node.output_dir()))
+                    or 0.0 for item in nodes), default=0.0)
+        wanted = -(-int(peak * 1.25) // 256) * 256
+        if self.memory_cap_mb is not None:
+            wanted = min(wanted, self.memory_cap_mb)
+        if wanted <= resources.memory_mb:
+            return resources
+        log.info("%s asks %d MiB, as its run history measured a peak of %.0f MiB",
+                 nodes[0].node.fullname, wanted, peak)
+        return replace(resources, memory_mb=wanted)
 
     def resubmit(self, job: SubmittedJob, memory_mb: int) -> str | None:
         """Submit a job (an array child: as a job of its own) again with more memory; its
