@@ -48,3 +48,40 @@ CHOICES = "'ec2' (on-demand), 'spot' or 'fargate'"
 def capability(name: str) -> str:
     """The capability jobs on platform ``name`` run with and are priced at."""
     return PLATFORMS[name].capability
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The CPU of a queue's instances, in the spellings each tool wants.
+
+    Parameters
+    ----------
+    name
+        As settings and ``infra up --architecture`` spell it.
+    docker
+        Docker's ``--platform`` (builds and pulls) and an image's ``Architecture``.
+    wheel
+        The machine part of pip's manylinux platform tags.
+    """
+
+    name: Literal["x86_64", "arm64"]
+    docker: str
+    wheel: str
+
+    @property
+    def docker_platform(self) -> str:
+        return f"linux/{self.docker}"
+
+
+X86_64 = Architecture("x86_64", "amd64", "x86_64")
+ARM64 = Architecture("arm64", "arm64", "aarch64")  # Graviton
+ARCHITECTURES: dict[str, Architecture] = {"x86_64": X86_64, "amd64": X86_64,
+                                          "arm64": ARM64, "aarch64": ARM64}
+# AWS's 'optimal' instance types are x86: jobs run there unless told otherwise, whatever
+# CPU the driver has (most laptops of the field are Apple Silicon, arm64).
+DEFAULT_ARCHITECTURE = X86_64.name
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture named ``name`` (aliases: amd64, aarch64); KeyError if unknown."""
+    return ARCHITECTURES[name]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import ConfigurationError, unknown_key_message
-from .platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS
+from .platforms import ARCHITECTURES, CHOICES, DEFAULT_PLATFORM, PLATFORMS
 from .resources import NODE_OPTIONS, check_option_values
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
@@ -147,6 +147,13 @@ class BatchSettings:
     )
     timeout_s: int | None = field(
         default=None, metadata=_meta("Per-attempt time limit in seconds (>= 60).")
+    )
+    architecture: str = field(
+        default="x86_64",
+        metadata=_meta(
+            "CPU of the queue's instances: 'x86_64' (AWS's 'optimal' types) or 'arm64' "
+            "(Graviton). Images and their wheels are built for it, whatever the driver's CPU."
+        ),
     )
     memory_retry: bool = field(
         default=True,
@@ -340,6 +347,11 @@ class BatchSettings:
                 "and writes logs): `nipype-batch infra up --platform fargate` makes one and "
                 "its profile sets it."
             )
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigurationError(
+                f"architecture={self.architecture!r} is not known: use 'x86_64' (default; "
+                "AWS's optimal instance types) or 'arm64' (Graviton).")
+        self.architecture = ARCHITECTURES[self.architecture].name
         if not isinstance(self.memory_retry, bool):
             raise ConfigurationError(
                 f"memory_retry={self.memory_retry!r} must be True (a job killed for memory is "

@@ -109,8 +109,8 @@ def test_unknown_key_suggests_the_closest_setting() -> None:
 
 def test_unknown_key_without_close_match_lists_known_keys() -> None:
     with pytest.raises(ConfigurationError,
-                       match=r"'zzzz' is not known\. Known keys: attempts, aws_max_attempts, "
-                             r"aws_profile"):
+                       match=r"'zzzz' is not known\. Known keys: architecture, attempts, "
+                             r"aws_max_attempts, aws_profile"):
         BatchSettings.from_plugin_args({"zzzz": 1})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..images.build import check_architecture
 from ..images.load_check import check_nodes_load, check_ready_image
 from ..images.plan import plan_images
 from ..images.publish import ImageBuilder, PublishedImage
@@ -47,6 +48,7 @@ class JobImages:
                      "built and pushed" if image.built else
                      "pushed" if image.pushed else "already published", image.seconds)
         for ref in sorted(set(ready.values())):
+            check_architecture(docker, ref, self.settings.architecture, "image")
             check_ready_image(docker, ref)
         # Before any submission: every kind of node must load in the image it will run in.
         by_image: dict[str, list[Any]] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageBuildError
+from ..platforms import ARCHITECTURES, DEFAULT_ARCHITECTURE, X86_64, architecture
 from .docker import probe_image
 from .wheels import driver_python, pin_to_driver, resolve_wheels
 
@@ -47,6 +48,7 @@ class ImageSpec:
     base_image: str
     requirements: tuple[str, ...] = ()
     local_code: tuple[str, ...] = ()  # module files or package directories on the driver
+    architecture: str = DEFAULT_ARCHITECTURE  # the CPU of the queue's instances
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,11 @@ class PreparedImage:
         return f"{LOCAL_REPOSITORY}:{self.tag}"
 
 
-def ensure_base_image(docker: Any, base_image: str) -> Any:
-    """The base image from the daemon, pulled if it is not there; its Python checked."""
+def ensure_base_image(docker: Any, base_image: str,
+                      architecture_name: str = DEFAULT_ARCHITECTURE) -> Any:
+    """The base image from the daemon, pulled if it is not there; its CPU architecture and
+    Python checked."""
+    check_architecture(docker, base_image, architecture_name, "base image")
     base, theirs = probe_image(
         docker, base_image, _PYTHON_PROBE, cache_name="base-python.json", parse=str,
         what="base image",
@@ -90,6 +95,24 @@ def ensure_base_image(docker: Any, base_image: str) -> Any:
     return base
 
 
+def check_architecture(docker: Any, ref: str, architecture_name: str, what: str) -> None:
+    """Refuse an image built for another CPU than the queue's: on AWS every job of it would
+    fail with "exec format error", three attempts each."""
+    try:
+        image = docker.images.get(ref)
+    except Exception:
+        return  # not local yet: pulled (for the platform) and probed later
+    found = image.attrs.get("Architecture") or ""
+    wanted = architecture(architecture_name)
+    if found and ARCHITECTURES.get(found, None) is not wanted:
+        raise ImageBuildError(
+            f"{what} {ref!r} is built for {found}, but the queue's instances are "
+            f"{wanted.name} (plugin_args['architecture']): its jobs would fail with 'exec "
+            f"format error'. Use a {what} for {wanted.docker_platform}, or set "
+            f"architecture={ARCHITECTURES.get(found, wanted).name!r} for a queue of "
+            "such instances.")
+
+
 def local_code_digest(paths: tuple[str, ...]) -> str:
     """Hash of the local code files that go into the image."""
     digest = hashlib.sha256()
@@ -102,13 +125,13 @@ def local_code_digest(paths: tuple[str, ...]) -> str:
 
 def prepare_image(docker: Any, spec: ImageSpec) -> PreparedImage:
     """Check the base, resolve wheels and compute the content tag, without building."""
-    base = ensure_base_image(docker, spec.base_image)
+    base = ensure_base_image(docker, spec.base_image, spec.architecture)
     requirements = tuple(sorted({pin_to_driver(r) for r in (*CORE_PACKAGES,
                                                             *spec.requirements)}))
-    wheel_dir, wheels = resolve_wheels(list(requirements), driver_python())
+    wheel_dir, wheels = resolve_wheels(list(requirements), driver_python(), spec.architecture)
     content = json.dumps([
         base.id, wheels, requirements, source_digest(), _recipe(),
-        local_code_digest(spec.local_code),
+        local_code_digest(spec.local_code), spec.architecture,
     ]).encode()
     return PreparedImage(
         spec=spec, tag=hashlib.sha256(content).hexdigest()[:20], requirements=requirements,
@@ -126,7 +149,10 @@ def build_image(docker: Any, prepared: PreparedImage) -> bool:
     with tempfile.TemporaryDirectory(prefix="nipype-batch-build-") as ctx:
         _write_context(Path(ctx), prepared)
         log.info("Building job image %s on %s", prepared.local_ref, prepared.spec.base_image)
-        _docker_build(docker, ctx, prepared.local_ref, prepared.spec.base_image)
+        _docker_build(docker, ctx, prepared.local_ref, prepared.spec.base_image,
+                      architecture(prepared.spec.architecture).docker_platform)
+    # before anything is pushed: the image runs on the queue's CPU
+    check_architecture(docker, prepared.local_ref, prepared.spec.architecture, "job image")
     return True
 
 
@@ -180,11 +206,12 @@ def _local_code_files(root: str) -> list[tuple[str, str]]:
     return files
 
 
-def _docker_build(docker: Any, ctx: str, ref: str, base_image: str) -> None:
+def _docker_build(docker: Any, ctx: str, ref: str, base_image: str,
+                  platform: str = X86_64.docker_platform) -> None:
     lines: list[str] = []
     stream = docker.api.build(
         path=ctx, tag=ref, buildargs={"BASE_IMAGE": base_image}, network_mode="none",
-        rm=True, forcerm=True, decode=True,
+        rm=True, forcerm=True, decode=True, platform=platform,
     )
     for chunk in stream:
         if "stream" in chunk:

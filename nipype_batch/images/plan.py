@@ -51,6 +51,7 @@ def plan_images(nodes: list[Any], settings: BatchSettings,
             base_image=base,
             requirements=tuple(sorted(dep.requirements | set(extra))),
             local_code=tuple(sorted(dep.local_code)),
+            architecture=settings.architecture,
         )
         for base, dep in needs.items()
     }

@@ -11,7 +11,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from packaging.utils import canonicalize_name
 
 from ..cache import cache_dir
 from ..errors import ConfigurationError, ImageBuildError
+from ..platforms import DEFAULT_ARCHITECTURE, architecture
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +72,24 @@ def driver_constraints() -> list[str]:
     return sorted(pins.values())
 
 
-def _platform_tags() -> list[str]:
-    machine = platform.machine() or "x86_64"
+def platform_tags(architecture_name: str = DEFAULT_ARCHITECTURE) -> list[str]:
+    """pip's manylinux tags for the jobs' CPU: the queue's, never the driver's (``arm64``
+    on a Mac would name wheels that do not exist, ``manylinux_2_17_arm64``)."""
+    machine = architecture(architecture_name).wheel
     tags = [f"manylinux_2_{minor}_{machine}" for minor in range(17, 37)]
     return [*tags, f"manylinux2014_{machine}"]
 
 
-def resolve_wheels(requirements: list[str], python: str) -> tuple[Path, list[str]]:
-    """Download wheels for ``requirements`` (cached by their hash); return dir and file names."""
+def resolve_wheels(requirements: list[str], python: str,
+                   architecture_name: str = DEFAULT_ARCHITECTURE) -> tuple[Path, list[str]]:
+    """Download wheels for ``requirements`` for Linux on ``architecture_name`` (cached by
+    their hash); return dir and file names."""
     constraints = driver_constraints()
+    tags = platform_tags(architecture_name)
     key = hashlib.sha256(
-        json.dumps([sorted(requirements), constraints, python, _platform_tags()]).encode()
+        json.dumps([sorted(requirements), constraints, python, tags]).encode()
     ).hexdigest()[:24]
-    wheel_dir = cache_dir() / "wheels" / f"py{python}"
+    wheel_dir = cache_dir() / "wheels" / f"py{python}-{architecture(architecture_name).wheel}"
     lock = cache_dir() / "locks" / f"{key}.json"
     if lock.exists():
         names = json.loads(lock.read_text())
@@ -99,7 +104,7 @@ def resolve_wheels(requirements: list[str], python: str) -> tuple[Path, list[str
         cmd = [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
             "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
-            *[arg for tag in _platform_tags() for arg in ("--platform", tag)],
+            *[arg for tag in tags for arg in ("--platform", tag)],
             "-c", str(constraints_file), "-d", str(download), *requirements,
         ]
         log.info("Resolving wheels for %s", ", ".join(requirements))
@@ -107,7 +112,8 @@ def resolve_wheels(requirements: list[str], python: str) -> tuple[Path, list[str
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise ImageBuildError(
-                f"pip could not resolve wheels for {requirements} (Python {python}, Linux):\n"
+                f"pip could not resolve wheels for {requirements} (Python {python}, Linux "
+                f"{architecture_name}):\n"
                 f"{tail}\nEvery package must be on PyPI as a wheel for Linux; pin another "
                 "version in 'packages', or give a ready image with plugin_args={'image': ...}."
             )
