@@ -155,6 +155,14 @@ class BatchSettings:
             "(Graviton). Images and their wheels are built for it, whatever the driver's CPU."
         ),
     )
+    ephemeral_storage_gb: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Scratch disk of each job on Fargate, 21-200 GiB (Fargate gives 20 without it): "
+            "for nodes whose inputs, outputs and temporary files exceed that. On EC2 jobs "
+            "share the instance's disk (Batch's default AMI: a 30 GiB volume)."
+        ),
+    )
     memory_retry: bool = field(
         default=True,
         metadata=_meta(
@@ -352,6 +360,13 @@ class BatchSettings:
                 f"architecture={self.architecture!r} is not known: use 'x86_64' (default; "
                 "AWS's optimal instance types) or 'arm64' (Graviton).")
         self.architecture = ARCHITECTURES[self.architecture].name
+        if self.ephemeral_storage_gb is not None and (
+                isinstance(self.ephemeral_storage_gb, bool)
+                or not isinstance(self.ephemeral_storage_gb, int)
+                or not 21 <= self.ephemeral_storage_gb <= 200):
+            raise ConfigurationError(
+                f"ephemeral_storage_gb={self.ephemeral_storage_gb!r} must be a whole number of "
+                "GiB from 21 to 200 (Fargate's range; without it a job gets 20 GiB).")
         if not isinstance(self.memory_retry, bool):
             raise ConfigurationError(
                 f"memory_retry={self.memory_retry!r} must be True (a job killed for memory is "

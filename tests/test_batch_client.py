@@ -423,6 +423,33 @@ def test_fargate_definition_names_its_execution_role_and_a_public_ip() -> None:
     assert name != ec2_name and "executionRoleArn" not in ec2
     assert props["executionRoleArn"] == ROLE + "-execution"
     assert props["networkConfiguration"] == {"assignPublicIp": "ENABLED"}
+    assert props["runtimePlatform"] == {"operatingSystemFamily": "LINUX",
+                                        "cpuArchitecture": "X86_64"}
+    assert "ephemeralStorage" not in props
+
+
+def test_fargate_definition_takes_graviton_and_more_scratch_disk(stubbed) -> None:
+    name, props = job_definition_spec(IMAGE, ROLE, "fargate", ROLE + "-execution", "arm64", 100)
+    assert props["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+    assert props["ephemeralStorage"] == {"sizeInGiB": 100}
+    assert name != job_definition_spec(IMAGE, ROLE, "fargate", ROLE + "-execution")[0]
+    # as RegisterJobDefinition takes it (checked against the API model)
+    client, batch_stub, _ = stubbed
+    batch_stub.add_response("describe_job_definitions", {"jobDefinitions": []})
+    batch_stub.add_response(
+        "register_job_definition",
+        {"jobDefinitionName": name, "revision": 1,
+         "jobDefinitionArn": f"arn:aws:batch:us-east-1:1:job-definition/{name}:1"})
+    client.ensure_job_definition(IMAGE, ROLE, "fargate", ROLE + "-execution", "arm64", 100)
+
+
+def test_ephemeral_storage_is_fargates_range() -> None:
+    from nipype_batch.errors import ConfigurationError
+    from nipype_batch.settings import BatchSettings
+
+    assert BatchSettings.from_plugin_args({"ephemeral_storage_gb": 50}).ephemeral_storage_gb == 50
+    with pytest.raises(ConfigurationError, match="from 21 to 200"):
+        BatchSettings.from_plugin_args({"ephemeral_storage_gb": 500})
 
 
 @pytest.mark.moto

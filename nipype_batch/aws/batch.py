@@ -31,13 +31,16 @@ RUNNER_COMMAND = ["python3", "-m", "nipype_batch.runner"]
 
 
 def job_definition_spec(image: str, job_role_arn: str | None, platform: str = "ec2",
-                        execution_role_arn: str | None = None) -> tuple[str, dict[str, Any]]:
+                        execution_role_arn: str | None = None,
+                        architecture: str = "x86_64",
+                        ephemeral_storage_gb: int | None = None) -> tuple[str, dict[str, Any]]:
     """Name and container properties of the job definition for an image.
 
     The name is a hash of the content, so one definition serves every job with this image
     (resources come per job through overrides) and is reused across runs. On Fargate the
     definition also names the execution role (to pull the image and write logs) and asks for
-    a public IP (to reach ECR and S3 without a NAT gateway).
+    a public IP (to reach ECR and S3 without a NAT gateway), the CPU (``runtimePlatform``:
+    X86_64 or ARM64, Graviton) and, when asked, more scratch disk than Fargate's 20 GiB.
     """
     props: dict[str, Any] = {
         "image": image,
@@ -53,6 +56,11 @@ def job_definition_spec(image: str, job_role_arn: str | None, platform: str = "e
         props["executionRoleArn"] = execution_role_arn
         props["networkConfiguration"] = {"assignPublicIp": "ENABLED"}
         props["fargatePlatformConfiguration"] = {"platformVersion": "LATEST"}
+        props["runtimePlatform"] = {"operatingSystemFamily": "LINUX",
+                                    "cpuArchitecture": "ARM64" if architecture == "arm64"
+                                    else "X86_64"}
+        if ephemeral_storage_gb:
+            props["ephemeralStorage"] = {"sizeInGiB": ephemeral_storage_gb}
     digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()[:16]
     return f"nipype-batch-{digest}", props
 
@@ -141,9 +149,12 @@ class BatchClient:
 
     def ensure_job_definition(self, image: str, job_role_arn: str | None = None,
                               platform: str = "ec2",
-                              execution_role_arn: str | None = None) -> str:
+                              execution_role_arn: str | None = None,
+                              architecture: str = "x86_64",
+                              ephemeral_storage_gb: int | None = None) -> str:
         """ARN of an ACTIVE job definition for ``image``, registering one only if none exists."""
-        name, props = job_definition_spec(image, job_role_arn, platform, execution_role_arn)
+        name, props = job_definition_spec(image, job_role_arn, platform, execution_role_arn,
+                                          architecture, ephemeral_storage_gb)
         if name in self._definitions:
             return self._definitions[name]
         try:

@@ -119,7 +119,8 @@ class Submitter:
         image = self.image_for(resources)
         definition = cloud.batch.ensure_job_definition(
             image, self.settings.job_role_arn, capability(self.settings.platform),
-            self.settings.execution_role_arn)
+            self.settings.execution_role_arn, self.settings.architecture,
+            self.settings.ephemeral_storage_gb)
         first = nodes[0].node
         queue = resources.job_queue or cloud.job_queue
         is_pack = len(nodes) > 1
