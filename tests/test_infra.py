@@ -133,6 +133,16 @@ def test_up_makes_a_tagged_secured_set_and_its_profile(clients: Clients) -> None
 
 
 @pytest.mark.moto
+def test_up_for_graviton_picks_arm_families_and_the_profile_says_arm64(clients) -> None:
+    profile, _resources = infra(clients, architecture="arm64").up()
+    (ce,) = clients.batch.describe_compute_environments()["computeEnvironments"]
+    assert ce["computeResources"]["instanceTypes"] == ["m7g", "c7g", "r7g"]
+    assert profile.settings["architecture"] == "arm64"
+    with pytest.raises(InfrastructureError, match="architecture 'sparc' is not known"):
+        InfraSpec(name="lab", architecture="sparc")
+
+
+@pytest.mark.moto
 def test_up_twice_changes_nothing(clients: Clients) -> None:
     infra(clients).up()
     before = snapshot(clients)

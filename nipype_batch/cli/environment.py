@@ -81,7 +81,10 @@ def _listed(_ctx: click.Context, _param: click.Parameter, text: str | None) -> l
               help="on-demand EC2 (default), Spot, or Fargate")
 @click.option("--max-vcpus", type=int, help="most vCPUs at once (default 64)")
 @click.option("--instance-types", callback=_listed,
-              help="comma-separated types or families (default: optimal)")
+              help="comma-separated types or families (default: optimal; arm64: Graviton "
+                   "families m7g, c7g, r7g)")
+@click.option("--architecture", type=click.Choice(["x86_64", "arm64"]),
+              help="CPU of the instances: x86_64 (default) or arm64 (Graviton, cheaper)")
 @click.option("--subnets", callback=_listed, help="comma-separated (default: default VPC)")
 @click.option("--security-groups", callback=_listed,
               help="comma-separated (default: the default VPC's default group)")

@@ -25,6 +25,7 @@ class InfraOptions:
     platform: str | None = None
     max_vcpus: int | None = None
     instance_types: list[str] | None = None
+    architecture: str | None = None
     subnets: list[str] | None = None
     security_groups: list[str] | None = None
     expire_days: int | None = None
@@ -48,7 +49,8 @@ def _spec(args: InfraOptions, previous: Profile | None) -> InfraSpec:
     known = {f.name for f in fields(InfraSpec)}
     values = {k: v for k, v in (previous.spec if previous else {}).items() if k in known}
     given = {"platform": args.platform, "max_vcpus": args.max_vcpus,
-             "instance_types": args.instance_types, "subnets": args.subnets,
+             "instance_types": args.instance_types, "architecture": args.architecture,
+             "subnets": args.subnets,
              "security_groups": args.security_groups, "staging_expiry_days": args.expire_days}
     values.update({k: v for k, v in given.items() if v is not None})
     return InfraSpec(name=args.name, **{k: v for k, v in values.items() if k != "name"})

@@ -157,6 +157,8 @@ class Infrastructure:
         }
         if self.spec.platform != "ec2":
             settings["platform"] = self.spec.platform
+        if self.spec.architecture != "x86_64":
+            settings["architecture"] = self.spec.architecture
         if self.spec.platform == "fargate":
             settings["execution_role_arn"] = done["execution-role"].arn
         if self.clients.backend == "aws":

@@ -17,6 +17,10 @@ TAG_KEY = "nipype-batch:infra"
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
 
 
+# Graviton (arm64) general purpose, compute and memory families: what 'optimal' is for x86.
+GRAVITON_FAMILIES = ("m7g", "c7g", "r7g")
+
+
 @dataclass
 class InfraSpec:
     """What ``infra up`` makes; validated at construction.
@@ -30,7 +34,11 @@ class InfraSpec:
     max_vcpus
         Most vCPUs the compute environment runs at once (it scales to zero when idle).
     instance_types
-        EC2 and Spot only: instance types or families, ``['optimal']`` lets Batch choose.
+        EC2 and Spot only: instance types or families, ``['optimal']`` lets Batch choose
+        (x86 only; for arm64 the default is Graviton's general, compute and memory families).
+    architecture
+        ``'x86_64'`` or ``'arm64'`` (Graviton): the instances' CPU, which the profile passes
+        on so that images are built for it; on Fargate the job definitions name it.
     subnets, security_groups
         Where jobs run; empty means the default VPC's subnets and its default security group.
     staging_prefix
@@ -43,6 +51,7 @@ class InfraSpec:
     platform: PlatformName = DEFAULT_PLATFORM
     max_vcpus: int = 64
     instance_types: list[str] = field(default_factory=lambda: ["optimal"])
+    architecture: str = "x86_64"
     subnets: list[str] = field(default_factory=list)
     security_groups: list[str] = field(default_factory=list)
     staging_prefix: str = "nipype"
@@ -61,6 +70,11 @@ class InfraSpec:
             )
         if not _whole(self.max_vcpus):
             raise InfrastructureError(f"max_vcpus={self.max_vcpus!r} must be a whole number >= 1.")
+        if self.architecture not in ("x86_64", "arm64"):
+            raise InfrastructureError(
+                f"architecture {self.architecture!r} is not known: use 'x86_64' or 'arm64'.")
+        if self.architecture == "arm64" and self.instance_types == ["optimal"]:
+            self.instance_types = list(GRAVITON_FAMILIES)  # 'optimal' is x86 only
         if self.platform != "fargate" and not self.instance_types:
             raise InfrastructureError(
                 "instance_types is empty: name at least one type or family, e.g. "
