@@ -76,7 +76,7 @@ class BatchPlugin(DistributedPluginBase):
 
     def _reset_run_state(self) -> None:
         self._parts = RunParts(self.settings)
-        self._cost = RunCost(PLATFORMS[self.settings.platform])
+        self._cost = RunCost(PLATFORMS[self.settings.platform], self.settings.architecture)
         self._done_here: set[int] = set()  # collated on the driver, or recovered from S3
         self._local_failures: dict[int, list[str]] = {}
         self._next_taskid = 0
@@ -213,7 +213,7 @@ class BatchPlugin(DistributedPluginBase):
         if not self.settings.report or not (self.submitted_job_ids or self.resumed_job_ids):
             return None
         return write_run_report(self._parts.work_dir, self._parts.log_tails,
-                                PLATFORMS[self.settings.platform])
+                                PLATFORMS[self.settings.platform], self.settings.architecture)
 
     def _summary(self, report: str | None) -> list[str]:
         """What the run leaves on screen when it ends: outcome, crash files, report, cost."""

@@ -391,3 +391,13 @@ def test_a_packs_nodes_are_one_job_in_the_report_counted_once():
     assert pack.node == "wf/b (+1 nodes in its job)"  # the failed node leads: its crash shows
     assert pack.node_dir == "/w/wf/b" and pack.failed
     assert (pack.started_ms, pack.stopped_ms, pack.peak_memory_mb) == (1000, 5000, 50.0)
+
+
+def test_graviton_has_its_own_prices():
+    from nipype_batch.report.cost import load_prices
+
+    for platform in ("ec2", "fargate"):
+        x86, arm = load_prices(platform), load_prices(platform, architecture="arm64")
+        assert arm.vcpu_hour < x86.vcpu_hour and arm.gb_hour < x86.gb_hour
+        assert arm.architecture == "arm64" and arm.minimum_s == x86.minimum_s
+    assert load_prices("fargate", architecture="arm64").vcpu_hour == 0.03238

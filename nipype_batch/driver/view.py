@@ -51,8 +51,9 @@ def stage_rows(nodes: Iterable[NodeState]) -> list[StageRow]:
 class RunCost:
     """Jobs' billed time so far at the report's prices: collected jobs, and those running."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform, architecture: str = "x86_64") -> None:
         self.platform = platform
+        self.architecture = architecture
         self.prices: Prices | None = None
         self._collected = 0.0
         self._loaded = False
@@ -61,7 +62,8 @@ class RunCost:
         if not self._loaded:
             self._loaded = True
             try:
-                self.prices = load_prices(self.platform.capability, spot=self.platform.spot)
+                self.prices = load_prices(self.platform.capability, spot=self.platform.spot,
+                                          architecture=self.architecture)
             except Exception:
                 self.prices = None
         return self.prices
@@ -116,13 +118,13 @@ def summary_lines(rows: list[StageRow], crash_files: list[tuple[str, str]], subm
 
 
 def write_run_report(work_dir: str, log_tails: dict[str, list[str]],
-                     platform: Platform) -> str | None:
+                     platform: Platform, architecture: str = "x86_64") -> str | None:
     """The run report next to the workflow; a failure here never hides the run's own."""
     try:
         from ..report import write_report
 
         paths = write_report(work_dir, log_tails=log_tails, platform=platform.capability,
-                             spot=platform.spot)
+                             spot=platform.spot, architecture=architecture)
         log.debug("Run report of %d jobs written to %s", paths.jobs, paths.html)
         return str(paths.html)
     except Exception as exc:

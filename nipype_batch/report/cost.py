@@ -46,6 +46,7 @@ class Prices:
     source: str
     note: str = ""
     spot: bool = False  # the run used Spot capacity: its cost is the discounted one
+    architecture: str = "x86_64"  # Graviton (arm64) has prices of its own
 
 
 def _merged(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,6 +80,7 @@ def load_prices(
     platform: str = DEFAULT_PRICES,
     spot: bool = False,
     override: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    architecture: str = "x86_64",
 ) -> Prices:
     """The prices of ``platform``: the packaged ones, with ``override`` merged over them.
 
@@ -91,6 +93,8 @@ def load_prices(
     override : path or mapping, optional
         Same shape as ``nipype_batch/report/prices.json``; only the keys given replace the
         packaged ones (``{"as_of": ..., "platforms": {"ec2": {"vcpu_hour": ...}}}``).
+    architecture : {"x86_64", "arm64"}
+        The instances' CPU: a platform's ``arm64`` entry (Graviton) replaces its prices.
     """
     data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
     if override is not None:
@@ -102,6 +106,8 @@ def load_prices(
             " or add it to a prices file"
         )
     entry = platforms[platform]
+    if architecture == "arm64" and isinstance(entry.get("arm64"), Mapping):
+        entry = {**entry, **entry["arm64"]}
     try:
         prices = Prices(
             platform=platform,
@@ -115,6 +121,7 @@ def load_prices(
             source=str(data.get("source", "")),
             note=str(entry.get("note", "")),
             spot=spot,
+            architecture=architecture,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(

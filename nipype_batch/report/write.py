@@ -40,6 +40,7 @@ def write_report(
     *,
     platform: str | None = None,
     spot: bool = False,
+    architecture: str = "x86_64",
     title: str | None = None,
 ) -> ReportPaths:
     """Write ``nipype_batch_report.html`` (and ``.png``, the Gantt chart) for a run.
@@ -55,14 +56,16 @@ def write_report(
     log_tails : mapping, optional
         Job id -> last log lines, shown under each failed job. Without one, a failed node's
         remote traceback (from its ``crashstore.pklz``) is shown.
-    platform, spot :
-        Where the jobs ran, when ``prices`` is not a :class:`Prices` (EC2 on demand by default).
+    platform, spot, architecture :
+        Where the jobs ran, when ``prices`` is not a :class:`Prices` (EC2 on demand, x86, by
+        default).
     title : str, optional
         The page's heading (the work directory by default).
     """
     rows = collect_jobs(work_dir)
     if not isinstance(prices, Prices):
-        prices = load_prices(platform or DEFAULT_PRICES, spot=spot, override=prices)
+        prices = load_prices(platform or DEFAULT_PRICES, spot=spot, override=prices,
+                             architecture=architecture)
     cost = estimate(rows, prices)
     tails = {job_id: list(lines) for job_id, lines in (log_tails or {}).items()}
     for row in rows:
