@@ -370,3 +370,45 @@ def test_up_run_on_its_profile_and_down_on_the_local_stack(local_stack, tmp_path
 
     local.down(yes)
     assert inventory(local.clients) == before
+
+
+class _SlowRoleBatch:
+    """Batch as it answers while a new service role has not reached it: the compute
+    environment goes INVALID until the role is sent again (shaped as DescribeComputeEnvironments
+    documents it)."""
+
+    def __init__(self, status: str = "INVALID") -> None:
+        self.status, self.updates = status, []
+
+    def describe_compute_environments(self, computeEnvironments):
+        return {"computeEnvironments": [{
+            "computeEnvironmentName": computeEnvironments[0], "computeEnvironmentArn": "arn:ce",
+            "status": self.status, "state": "ENABLED", "statusReason": (
+                "CLIENT_ERROR - Not authorized to perform sts:AssumeRole"
+                if self.status == "INVALID" else "ComputeEnvironment Healthy"),
+            "computeResources": {"type": "EC2", "maxvCpus": 64, "instanceTypes": ["optimal"]},
+        }]}
+
+    def update_compute_environment(self, **update):
+        self.updates.append(update)
+        self.status = "VALID" if "serviceRole" in update else "UPDATING"
+
+
+def test_an_environment_invalid_for_a_role_not_yet_propagated_gets_the_role_again() -> None:
+    from nipype_batch.infra.compute import ComputeEnvironment, Waiter
+    from nipype_batch.infra.spec import Resource
+
+    batch = _SlowRoleBatch()
+    ce = ComputeEnvironment(batch, None, InfraSpec(name="lab"), Waiter(5, 0.01),
+                            role_retry_s=(0.0,))
+    resource = Resource("compute-environment", "nipype-batch-lab", "ours", "arn:ce")
+    ce.ensure(resource, "arn:role/service", "arn:profile")
+    assert {"computeEnvironment": "nipype-batch-lab", "serviceRole": "arn:role/service"} in \
+        batch.updates
+    # and `down` deletes an INVALID one rather than waiting for VALID for ever
+    stuck = _SlowRoleBatch()
+    stuck.delete_compute_environment = lambda **_: setattr(stuck, "status", "DELETED")
+    stuck.update_compute_environment = lambda **_: None
+    ComputeEnvironment(stuck, None, InfraSpec(name="lab"), Waiter(5, 0.01)).delete(
+        "nipype-batch-lab")
+    assert stuck.status == "DELETED"

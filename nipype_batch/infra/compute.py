@@ -7,6 +7,7 @@ timeout and says what it waited for.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,9 @@ from ..errors import InfrastructureError
 from .spec import Found, InfraSpec, Resource
 
 IN_FLIGHT = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+
+
+log = logging.getLogger(__name__)
 
 
 class Waiter:
@@ -48,14 +52,28 @@ def _valid(found: dict[str, Any] | None, name: str) -> bool:
     return found.get("status") == "VALID"
 
 
-class ComputeEnvironment:
-    """A managed compute environment: EC2 on-demand, Spot or Fargate, idle at 0 vCPUs."""
+def _role_not_ready(found: dict[str, Any]) -> bool:
+    """An INVALID compute environment whose reason is an IAM role Batch could not use yet
+    (IAM is eventually consistent: a new role can take seconds to reach Batch)."""
+    reason = (found.get("statusReason") or "").lower()
+    return found.get("status") == "INVALID" and any(
+        word in reason for word in ("role", "not authorized", "accessdenied", "assume"))
 
-    def __init__(self, batch: Any, ec2: Any, spec: InfraSpec, waiter: Waiter) -> None:
+
+class ComputeEnvironment:
+    """A managed compute environment: EC2 on-demand, Spot or Fargate, idle at 0 vCPUs.
+
+    ``role_retry_s``: waits before sending the service role again to an environment left
+    INVALID by a role that had not reached Batch yet (then it fails for good).
+    """
+
+    def __init__(self, batch: Any, ec2: Any, spec: InfraSpec, waiter: Waiter,
+                 role_retry_s: tuple[float, ...] = (10.0, 30.0, 60.0)) -> None:
         self.batch = batch
         self.ec2 = ec2
         self.spec = spec
         self.waiter = waiter
+        self.role_retry_s = role_retry_s
 
     def describe(self, name: str) -> dict[str, Any] | None:
         """The compute environment as Batch describes it, or None (also once DELETED)."""
@@ -99,11 +117,33 @@ class ComputeEnvironment:
             if ce.get("state") != "ENABLED":
                 update["state"] = "ENABLED"
                 changed.append("enabled")
+            if _role_not_ready(ce):  # left INVALID by an earlier `up`: repair, not refuse
+                update["serviceRole"] = service_role_arn
+                changed.append("service role sent again")
             if update:
                 self.batch.update_compute_environment(computeEnvironment=name, **update)
-        self.waiter.until(f"compute environment {name} is VALID",
-                          lambda: _valid(self.describe(name), name))
+        self._until_valid(name, service_role_arn)
         return resource.outcome(changed)
+
+    def _until_valid(self, name: str, service_role_arn: str) -> None:
+        """Wait for VALID; an INVALID from a role not yet propagated gets the role again,
+        after a growing wait, a few times."""
+        waits = list(self.role_retry_s)
+
+        def valid() -> bool:
+            found = self.describe(name)
+            if found is not None and _role_not_ready(found) and waits:
+                wait = waits.pop(0)
+                log.warning("compute environment %s is INVALID (%s): IAM roles can take a "
+                            "while to reach Batch; sending the service role again in %.0f s",
+                            name, found.get("statusReason"), wait)
+                time.sleep(wait)
+                self.batch.update_compute_environment(computeEnvironment=name,
+                                                      serviceRole=service_role_arn)
+                return False
+            return _valid(found, name)
+
+        self.waiter.until(f"compute environment {name} is VALID", valid)
 
     def _compute_resources(self, instance_profile_arn: str) -> dict[str, Any]:
         spec = self.spec
@@ -148,8 +188,10 @@ class ComputeEnvironment:
         """Disable, wait, delete, and wait until it is gone (it needs its service role until
         then)."""
         self.batch.update_compute_environment(computeEnvironment=name, state="DISABLED")
+        # any status but UPDATING will do: an INVALID one (a role that never reached Batch)
+        # must be deletable too, or nothing could repair it
         self.waiter.until(f"compute environment {name} is disabled",
-                          lambda: _valid(self.describe(name), name))
+                          lambda: (self.describe(name) or {}).get("status") != "UPDATING")
         self.batch.delete_compute_environment(computeEnvironment=name)
         self.waiter.until(f"compute environment {name} is deleted",
                           lambda: self.describe(name) is None)
