@@ -93,8 +93,8 @@ def print_tables(runs: list[Run], image: str, args: argparse.Namespace) -> None:
               f"{auto.makespan_s / off.makespan_s:.2f}x |")
     print("\nPer stage, mean per node: the node's own run time (Nipype result) under each "
           "plugin; for\nAWSBatch also the job's start-to-stop and submit-to-start (Batch "
-          "timestamps; moto stamps\nstartedAt before it starts the container, so on the local "
-          "stack container start-up is inside start-to-stop).\n")
+          "timestamps; the local\nstack stamps startedAt when a job gets its vCPUs, before its "
+          "container starts, so container\nstart-up is inside start-to-stop).\n")
     print("| subjects | stage | MultiProc run s | AWSBatch off run s | job start-stop s "
           "| job submit-start s |")
     print("|---|---|---|---|---|---|")
