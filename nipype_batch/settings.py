@@ -98,7 +98,8 @@ class BatchSettings:
     )
     base_image: str | None = field(
         default=None,
-        metadata=_meta("Image to add the Python packages to; default: the local Debian base."),
+        metadata=_meta("Image to add the Python packages to; default: the official Python "
+                       "image of the driver's minor version (ECR Public), for the queue's CPU."),
     )
     packages: list[str] = field(
         default_factory=list,

@@ -44,3 +44,31 @@ def test_an_image_for_another_cpu_is_refused_naming_both():
                        r"queue's instances are x86_64.*exec format error.*linux/amd64.*"
                        r"architecture='arm64'"):
         check_architecture(_Docker("arm64"), "base:1", "x86_64", "base image")
+
+
+def test_the_default_base_image_follows_the_drivers_python():
+    from nipype_batch.images.build import DEFAULT_BASE_IMAGE
+    from nipype_batch.images.wheels import driver_python
+
+    wanted = f"public.ecr.aws/docker/library/python:{driver_python()}-slim-bookworm"
+    assert wanted == DEFAULT_BASE_IMAGE
+
+
+def test_a_base_image_is_pulled_for_the_queues_cpu():
+    from nipype_batch.images.docker import get_or_pull
+
+    pulls = []
+
+    class Daemon:
+        def __init__(self) -> None:
+            self.images = self
+
+        def get(self, ref):
+            raise LookupError(ref)
+
+        def pull(self, ref, **kwargs):
+            pulls.append((ref, kwargs))
+            return "image"
+
+    assert get_or_pull(Daemon(), "python:3.11", str, platform="linux/amd64") == "image"
+    assert pulls == [("python:3.11", {"platform": "linux/amd64"})]

@@ -25,7 +25,12 @@ from .wheels import driver_python, pin_to_driver, resolve_wheels
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_IMAGE = "nipype-batch-base:bookworm"
+# The official Python image of the driver's minor version (pickled nodes need it), from its
+# ECR Public mirror, which AWS pulls without Docker Hub's rate limits: any driver (macOS,
+# Python 3.12...) can use it. Offline, `containers/base-image.sh` builds one with mmdebstrap
+# and tags it with this name.
+DEFAULT_BASE_IMAGE = (f"public.ecr.aws/docker/library/python:{driver_python()}"
+                      "-slim-bookworm")
 LOCAL_REPOSITORY = "nipype-batch-job"
 CORE_PACKAGES = ("nipype", "cloudpickle", "boto3")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # nipype_batch
@@ -77,15 +82,17 @@ def ensure_base_image(docker: Any, base_image: str,
         what="base image",
         unavailable=lambda exc: (
             f"base image {base_image!r} is neither in the local Docker daemon nor "
-            f"pullable ({exc.__class__.__name__}). Build the default one with "
-            "`containers/base-image.sh`, or name an image you can pull with "
-            "plugin_args={'base_image': 'registry/image:tag'}."),
+            f"pullable ({exc.__class__.__name__}). Without access to ECR Public, build the "
+            "default one with `containers/base-image.sh` (mmdebstrap, Linux), or name an "
+            "image you can pull with plugin_args={'base_image': 'registry/image:tag'}."),
         cannot_run=lambda exc: (
             f"base image {base_image!r} has no working python3 ({exc}). Use an image "
             "with Python 3 and its venv module, e.g. the default built by "
             "containers/base-image.sh."),
         keep_entrypoint=True,  # as before: the base image runs with its own entrypoint
+        platform=architecture(architecture_name).docker_platform,
     )
+    check_architecture(docker, base_image, architecture_name, "base image")  # as pulled
     if theirs != driver_python():
         raise ImageBuildError(
             f"base image {base_image!r} has Python {theirs} but this driver runs Python "

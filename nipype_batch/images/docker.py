@@ -37,8 +37,9 @@ def connect_docker() -> Any:
 
 
 def get_or_pull(docker: Any, ref: str, unavailable: Callable[[Exception], str],
-                what: str = "image") -> Any:
-    """The image ``ref`` from the daemon, pulled if the daemon lacks it.
+                what: str = "image", platform: str | None = None) -> Any:
+    """The image ``ref`` from the daemon, pulled (for ``platform``, e.g. ``linux/amd64``: the
+    jobs' CPU, not the driver's) if the daemon lacks it.
 
     ``unavailable`` words the :class:`ImageBuildError` raised when it cannot be pulled either;
     ``what`` names the image in the log line of a pull.
@@ -49,7 +50,8 @@ def get_or_pull(docker: Any, ref: str, unavailable: Callable[[Exception], str],
         pass
     log.info("Pulling %s %s", what, ref)
     try:
-        return docker.images.pull(ref)
+        return docker.images.pull(ref, platform=platform) if platform else \
+            docker.images.pull(ref)
     except Exception as exc:
         raise ImageBuildError(unavailable(exc)) from exc
 
@@ -57,7 +59,8 @@ def get_or_pull(docker: Any, ref: str, unavailable: Callable[[Exception], str],
 def probe_image(docker: Any, ref: str, script: str, *, cache_name: str,
                 parse: Callable[[str], Any], unavailable: Callable[[Exception], str],
                 cannot_run: Callable[[Exception], str], what: str = "image",
-                keep_entrypoint: bool = False) -> tuple[Any, Any]:
+                keep_entrypoint: bool = False, platform: str | None = None
+                ) -> tuple[Any, Any]:
     """Ask image ``ref`` a question: ``(image, parse(stdout of python3 -c script))``.
 
     The image is got or pulled (see :func:`get_or_pull`); the answer is cached by image id in
@@ -65,7 +68,7 @@ def probe_image(docker: Any, ref: str, script: str, *, cache_name: str,
     container that cannot run, or an answer ``parse`` refuses, raises :class:`ImageBuildError`
     worded by ``cannot_run``. The image's entrypoint is cleared unless ``keep_entrypoint``.
     """
-    image = get_or_pull(docker, ref, unavailable, what)
+    image = get_or_pull(docker, ref, unavailable, what, platform)
     cache = cache_dir() / cache_name
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if image.id not in known:
