@@ -53,7 +53,10 @@ def inventory(c: Clients) -> dict[str, set[str]]:
         "buckets": {b["Name"] for b in c.s3.list_buckets()["Buckets"]},
         "repositories": {r["repositoryName"]
                          for r in c.ecr.describe_repositories()["repositories"]},
-        "roles": {r["RoleName"] for r in c.iam.list_roles()["Roles"]},
+        # Batch's service-linked role is the account's, kept by AWS: up makes it if missing
+        # and down leaves it, as other sets and other Batch users share it
+        "roles": {r["RoleName"] for r in c.iam.list_roles()["Roles"]
+                  if not r.get("Path", "").startswith("/aws-service-role/")},
         "instance profiles": {p["InstanceProfileName"]
                               for p in c.iam.list_instance_profiles()["InstanceProfiles"]},
         "compute environments": {e["computeEnvironmentName"] for e in
@@ -117,6 +120,9 @@ def test_up_makes_a_tagged_secured_set_and_its_profile(clients: Clients) -> None
     assert ce["computeResources"]["maxvCpus"] == 64 and ce["computeResources"]["minvCpus"] == 0
     assert ce["computeResources"]["instanceRole"].endswith(
         ":instance-profile/nipype-batch-lab-instance")
+    # Batch's service-linked role, not one that may not have reached Batch yet
+    # (AWS names it AWSServiceRoleForBatch; moto spells its end in lower case)
+    assert ":role/aws-service-role/batch.amazonaws.com/AWSServiceRoleFor" in ce["serviceRole"]
     (queue,) = batch.describe_job_queues()["jobQueues"]
     assert queue["state"] == "ENABLED" and queue["tags"] == {TAG_KEY: "lab"}
     assert queue["computeEnvironmentOrder"][0]["computeEnvironment"] == ce["computeEnvironmentArn"]

@@ -20,6 +20,10 @@ from .storage import Bucket, Repository
 log = logging.getLogger(__name__)
 
 
+BATCH_SERVICE = "batch.amazonaws.com"
+BATCH_LINKED_ROLE = "AWSServiceRoleForBatch"
+
+
 class Infrastructure:
     """Make, show and remove the resources of one :class:`InfraSpec` with the given clients.
 
@@ -186,11 +190,31 @@ class Infrastructure:
                 time.sleep(self.iam_settle_s)
             instance_profile = done.get("instance-profile")
             return self.compute_environment.ensure(
-                resource, done["batch-service-role"].arn,
+                resource, self._service_role_arn(done["batch-service-role"].arn),
                 instance_profile.arn if instance_profile else "")
         if kind == "job-queue":
             return self.job_queue.ensure(resource, done["compute-environment"].arn)
         return self._part(kind).ensure(resource)
+
+    def _service_role_arn(self, own_role_arn: str) -> str:
+        """Batch's service-linked role (AWSServiceRoleForBatch), made if missing: AWS keeps
+        it, with the permissions Batch needs as they change, and a new one is not subject to
+        the propagation delay that leaves a compute environment INVALID. Where the caller
+        may not create it, the set's own service role."""
+        iam = self.clients.iam
+        try:
+            made = iam.create_service_linked_role(AWSServiceName=BATCH_SERVICE)
+            return made["Role"]["Arn"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code != "InvalidInput":  # "has been taken": it exists already
+                log.info("Batch's service-linked role cannot be made (%s): using %s", code,
+                         own_role_arn)
+                return own_role_arn
+        try:
+            return iam.get_role(RoleName=BATCH_LINKED_ROLE)["Role"]["Arn"]
+        except ClientError:
+            return own_role_arn
 
     # ---- down ------------------------------------------------------------------------------
 
