@@ -248,6 +248,39 @@ def check_machine(machine: Any, largest: JobResources) -> Check:
                  "try it here, or run it on AWS.")
 
 
+# Graviton families: a generation digit, then a 'g' among the letters after it (m7g, c6gn,
+# x2gd, t4g, g5g, is4gen), and a1; BEST_FIT's 'default_arm64'.
+_ARM_FAMILY = re.compile(r"^([a-z]+\d+[a-z]*g[a-z]*|a1)$")
+
+
+def _instance_architecture(instance_type: str) -> str:
+    if instance_type == "default_arm64":
+        return "arm64"
+    family = instance_type.split(".", 1)[0]
+    return "arm64" if _ARM_FAMILY.match(family) else "x86_64"
+
+
+def check_queue_architecture(queue: str, envs: list[dict[str, Any]], wanted: str) -> Check:
+    """The run's images are for the CPU of the queue's EC2 instances (else every job fails
+    with 'exec format error'); Fargate takes the CPU from the job definition."""
+    name = f"CPU of {queue}"
+    kinds: set[str] = set()
+    for env in envs:
+        resources = env.get("computeResources") or {}
+        if env.get("type") == "UNMANAGED" or not resources:
+            return Check(name, True, "unmanaged: not checked")
+        if resources.get("type", "EC2").startswith("FARGATE"):
+            return Check(name, True, "Fargate: the job definitions name the CPU")
+        kinds.update(_instance_architecture(t) for t in resources.get("instanceTypes") or [])
+    if not kinds or wanted in kinds:
+        return Check(name, True, f"{', '.join(sorted(kinds)) or 'not said'}")
+    found = ", ".join(sorted(kinds))
+    return Check(name, False,
+                 f"queue {queue!r} runs {found} instances but the run builds images for "
+                 f"{wanted}: set plugin_args['architecture'] = {sorted(kinds)[0]!r} (an "
+                 "`infra up --architecture` profile sets it).")
+
+
 def check_job_role(settings: BatchSettings) -> Check:
     """Jobs on AWS have a role that reaches the staging bucket."""
     if settings.backend != "aws" or settings.endpoint_url or settings.job_role_arn:
@@ -311,6 +344,7 @@ def run_checks(settings: BatchSettings, cloud: Any, nodes: list[Any] | None = No
         biggest = needs.get(queue) or needs.get("")
         if queue_check.ok:
             checks.append(check_platform(queue, envs, settings.platform))
+            checks.append(check_queue_architecture(queue, envs, settings.architecture))
         if biggest is not None and getattr(cloud, "machine", None) is not None:
             checks.append(check_machine(cloud.machine, biggest))
         if queue_check.ok and biggest is not None:

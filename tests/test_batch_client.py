@@ -513,3 +513,26 @@ def test_tags_are_sent_as_batch_and_ecs_accept_them(stubbed) -> None:
     )
     assert client.submit("n", "q", "jd", resources(), {},
                          {"nipype-batch:node": long_path}) == "job-3"
+
+
+def test_fargate_scratch_disk_is_sized_from_the_staged_inputs(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from nipype_batch.aws.staging import StagedPath
+    from nipype_batch.driver.submit import Submitter
+    from nipype_batch.settings import BatchSettings
+
+    big = tmp_path / "dwi.nii.gz"
+    with open(big, "wb") as fh:
+        fh.truncate(20 * 2**30)  # sparse: 20 GiB by its size, no disk used
+    small = tmp_path / "bval"
+    small.write_text("0 1000")
+
+    def scratch(paths, **settings):
+        me = SimpleNamespace(settings=BatchSettings(**settings))
+        return Submitter._scratch_gb(me, [StagedPath(str(p), "file") for p in paths])
+
+    assert scratch([big], platform="fargate") == 50  # 2 x 20 + 5 GiB, in steps of 25
+    assert scratch([small], platform="fargate") is None  # Fargate's 20 GiB will do
+    assert scratch([big]) is None  # EC2: the instance's disk
+    assert scratch([small], platform="fargate", ephemeral_storage_gb=30) == 30

@@ -87,3 +87,17 @@ def test_a_bucket_anyone_may_write_is_refused(monkeypatch):
         check = check_bucket_policy(s3, "lab", "study")
         assert not check.ok and "statement Dropbox" in check.detail
         assert "can run code on your driver" in check.detail
+
+
+def test_images_for_one_cpu_are_refused_on_a_queue_of_another():
+    from nipype_batch.preflight import check_queue_architecture
+
+    graviton = [_env("ce", "EC2", ["m7g", "c7g.xlarge", "r7gd"])]
+    check = check_queue_architecture("q", graviton, "x86_64")
+    assert not check.ok
+    assert "runs arm64 instances but the run builds images for x86_64" in check.detail
+    assert "plugin_args['architecture'] = 'arm64'" in check.detail
+    assert check_queue_architecture("q", graviton, "arm64").ok
+    assert check_queue_architecture("q", [_env("ce", "EC2", ["optimal"])], "x86_64").ok
+    assert not check_queue_architecture("q", [_env("ce", "EC2", ["g4dn.xlarge"])], "arm64").ok
+    assert check_queue_architecture("q", [_env("ce", "FARGATE")], "arm64").ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import re
 import shutil
@@ -43,6 +44,9 @@ class PackNode:
     taskid: int | None
     hashvalue: str = ""
     after: tuple[int, ...] = ()
+
+
+FARGATE_SCRATCH_GB = 20  # what a Fargate job gets without ephemeralStorage
 
 
 class Submitter:
@@ -117,10 +121,6 @@ class Submitter:
         if self.settings.platform == "fargate":
             resources = fargate_fit(resources)
         image = self.image_for(resources)
-        definition = cloud.batch.ensure_job_definition(
-            image, self.settings.job_role_arn, capability(self.settings.platform),
-            self.settings.execution_role_arn, self.settings.architecture,
-            self.settings.ephemeral_storage_gb)
         first = nodes[0].node
         queue = resources.job_queue or cloud.job_queue
         is_pack = len(nodes) > 1
@@ -151,12 +151,18 @@ class Submitter:
                 bundle_key=bundle_key, string_paths=may_write, after=list(item.after)))
             views.append(SubmittedJob(
                 job_id="", job_name=job_name, node_name=node.name, node_dir=node_dir,
-                is_mapnode=isinstance(node, MapNode), queue=queue, definition=definition,
+                is_mapnode=isinstance(node, MapNode), queue=queue, definition="",
                 image=image, resources=resources, hashvalue=item.hashvalue,
                 bundle_key=bundle_key, history_key=self._history_key(node, node_dir),
                 interface=f"{type(node.interface).__module__}.{type(node.interface).__name__}",
                 done_prefix=done_prefix, pack_index=index if is_pack else None,
                 pack_dirs=dirs if is_pack else None))
+        definition = cloud.batch.ensure_job_definition(
+            image, self.settings.job_role_arn, capability(self.settings.platform),
+            self.settings.execution_role_arn, self.settings.architecture,
+            self._scratch_gb(inputs.values()))
+        for view in views:
+            view.definition = definition
         payload = JobPayload(bucket=stager.bucket, prefix=stager.prefix, members=members,
                              inputs=[vars(s) for s in inputs.values()], done_prefix=done_prefix,
                              parallel=resources.vcpus)
@@ -264,6 +270,27 @@ class Submitter:
         log.info("Submitted %d nodes of %s as array job %s (%d vCPU, %d MiB each)", len(group),
                  group[0].array_group, array_id, first.resources.vcpus, first.resources.memory_mb)
 
+
+    def _scratch_gb(self, inputs: Any) -> int | None:
+        """Fargate's scratch disk for a job: ``ephemeral_storage_gb``, else sized from the
+        inputs the driver staged (twice their size, for outputs of the same order, and 5 GiB
+        of room) when that passes the 20 GiB Fargate gives, in steps of 25 GiB (fewer job
+        definitions) up to 200."""
+        if self.settings.platform != "fargate":
+            return None
+        if self.settings.ephemeral_storage_gb:
+            return self.settings.ephemeral_storage_gb
+        total = 0
+        for staged in inputs:
+            if staged.kind == "file":
+                total += os.path.getsize(staged.path)
+            elif staged.kind == "dir":
+                total += sum(os.path.getsize(os.path.join(root, name))
+                             for root, _dirs, names in os.walk(staged.path) for name in names)
+        need_gib = 2 * total / 2**30 + 5
+        if need_gib <= FARGATE_SCRATCH_GB:
+            return None
+        return min(200, 25 * math.ceil(need_gib / 25))
 
     def _sized_by_history(self, nodes: list[PackNode], resources: JobResources
                           ) -> JobResources:
