@@ -44,7 +44,7 @@ class _Docker:
             raise LookupError(ref)
         return _Image(self.local[ref])
 
-    def pull(self, ref: str) -> _Image:
+    def pull(self, ref: str, platform: str | None = None) -> _Image:
         if ref not in self.remote:
             raise PermissionError(ref)
         self.pulls.append(ref)

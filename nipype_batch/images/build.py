@@ -109,7 +109,7 @@ def check_architecture(docker: Any, ref: str, architecture_name: str, what: str)
         image = docker.images.get(ref)
     except Exception:
         return  # not local yet: pulled (for the platform) and probed later
-    found = image.attrs.get("Architecture") or ""
+    found = (getattr(image, "attrs", None) or {}).get("Architecture") or ""
     wanted = architecture(architecture_name)
     if found and ARCHITECTURES.get(found, None) is not wanted:
         raise ImageBuildError(
