@@ -16,7 +16,7 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
    moto's request handler drops) overrides the job definition's, as on AWS.
 5. moto sleeps a fixed 0.5 s at each of four job state changes and polls each container every
    0.5 s: about 2.5 s of every job on a 2-core machine, which no real queue's timing resembles
-   anyway. The states still pass in order, just sooner (0.05 s steps, 0.2 s container polls).
+   anyway. The states still pass in order, just sooner (0.05 s steps, 0.1 s container polls).
 6. Array jobs: moto gives children no ``AWS_BATCH_JOB_ARRAY_INDEX`` and appends every child's
    ``AWS_BATCH_JOB_ID`` to one environment list they all share (so children race, and each
    DescribeJobs grows it); a child that fails leaves the parent SUBMITTED forever; terminating
@@ -31,7 +31,8 @@ otherwise have to special-case. Nothing here is imported on the AWS path.
    200 containers on 2 cores, and the overloaded daemon failed some with "Task failed to
    start". A Batch queue runs what its compute environment's vCPUs hold and leaves the rest
    RUNNABLE: here the compute environment is this machine, its vCPUs ``os.cpu_count()`` (or
-   ``$NIPYPE_BATCH_LOCAL_VCPUS``), each job holding its vCPUs from STARTING to its end.
+   ``$NIPYPE_BATCH_LOCAL_VCPUS``), each job holding its vCPUs from STARTING until its
+   container exits.
 9. moto starts job containers with no memory limit, so a node that needs more memory than its
    job asks runs anyway here and is killed on AWS. Each container gets the job's memory as its
    limit (and its vCPUs as a CPU share); a container the kernel kills for memory is reported
@@ -213,7 +214,7 @@ def _shorten_sleeps() -> None:
     models.sleep = lambda seconds: time.sleep(min(seconds, 0.05))
     shim = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time)
                                     if not name.startswith("__")})
-    shim.sleep = lambda seconds: time.sleep(min(seconds, 0.2))
+    shim.sleep = lambda seconds: time.sleep(min(seconds, 0.1))
     models.time = shim
 
 
@@ -305,6 +306,24 @@ def _job_vcpus(job: Any) -> float:
     return 1.0
 
 
+_RELEASE: dict[str, Any] = {}  # the machine's capacity, once _limit_to_machine has set it up
+
+
+def release(job: Any) -> None:
+    """Give a job's vCPUs back to the machine (once; later calls do nothing)."""
+    if "release" in _RELEASE:
+        _RELEASE["release"](job)
+
+
+def _release(job: Any, free: Any, state: dict[str, float]) -> None:
+    with free:
+        held = getattr(job, "nb_vcpus_held", 0.0)
+        if held:
+            job.nb_vcpus_held = 0.0
+            state["used"] -= held
+            free.notify_all()
+
+
 def _limit_to_machine(job_class: Any) -> None:
     import threading
     from datetime import datetime
@@ -333,19 +352,12 @@ def _limit_to_machine(job_class: Any) -> None:
                 self.latest_attempt["startedAt"] = datetime2int_milliseconds(self.job_started_at)
         original_advance(self)
 
-    def release(self: Any) -> None:
-        held = getattr(self, "nb_vcpus_held", 0.0)
-        if held:
-            with free:
-                self.nb_vcpus_held = 0.0
-                state["used"] -= held
-                free.notify_all()
-
     def mark_stopped(self: Any, success: bool = True) -> None:
         # every attempt ends here (a retried one is RUNNABLE again, waiting its turn)
         release(self)
         original_mark_stopped(self, success)
 
+    _RELEASE["release"] = lambda job: _release(job, free, state)
     job_class.advance = advance
     job_class._mark_stopped = mark_stopped
 
@@ -388,7 +400,22 @@ def _limit_containers(job_class: Any) -> None:
             kwargs.setdefault("cpu_shares", int(1024 * _job_vcpus(self._job)))
             container = self._containers.run(**kwargs)
             self._job.nb_containers = [*getattr(self._job, "nb_containers", []), container]
-            return container
+            return _Exiting(self._job, container)
+
+    class _Exiting:
+        """A job's container: once it has exited, the job's vCPUs are free (as on Batch),
+        while moto still collects its logs."""
+
+        def __init__(self, job: Any, container: Any) -> None:
+            self._job, self._container = job, container
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._container, name)
+
+        def reload(self) -> None:
+            self._container.reload()
+            if self._container.status not in ("created", "running"):
+                release(self._job)
 
     class _Client:
         def __init__(self, job: Any, client: Any) -> None:
