@@ -93,6 +93,9 @@ def test_a_job_that_can_never_start_ends_the_run_naming_the_fix():
 
 
 def test_a_job_waiting_long_for_capacity_is_warned_about_once_with_batchs_reason(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="nipype_batch")
     client = boto3.client("batch", region_name="us-east-1", aws_access_key_id="k",
                           aws_secret_access_key="k")
     reason = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity"
@@ -106,3 +109,5 @@ def test_a_job_waiting_long_for_capacity_is_warned_about_once_with_batchs_reason
         flight.refresh()
     warnings = [r.getMessage() for r in caplog.records if "RUNNABLE" in r.getMessage()]
     assert len(warnings) == 1 and "INSUFFICIENT_INSTANCE_CAPACITY" in warnings[0]
+    shown = [r.getMessage() for r in caplog.records if "waits for an instance" in r.getMessage()]
+    assert len(shown) == 1 and "INSUFFICIENT_INSTANCE_CAPACITY" in shown[0]  # once, not per poll

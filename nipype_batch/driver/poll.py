@@ -53,6 +53,7 @@ class JobsInFlight:
         self._marked: dict[str, dict[int, str]] = {}
         self._runnable_since: dict[str, float] = {}  # job id -> when first seen RUNNABLE
         self._warned: set[str] = set()
+        self._reasons: dict[str, str] = {}  # job id -> the RUNNABLE reason last shown
         self.interval = settings.poll_min_s
         self.next_poll = 0.0
         self.polls = 0  # each one DescribeJobs per 100 jobs or arrays
@@ -149,6 +150,9 @@ class JobsInFlight:
                 raise BatchJobError(
                     f"job {job_id} ({name}) can never start: Batch says {reason!r}. "
                     f"{_misconfiguration_fix(reason)}")
+            if reason and self._reasons.get(job_id) != reason:  # shown while it waits
+                self._reasons[job_id] = reason
+                log.info("Job %s (%s) waits for an instance: %s", job_id, name, reason)
             since = self._runnable_since.setdefault(job_id, now)
             if now - since >= self.settings.runnable_warning_s and job_id not in self._warned:
                 self._warned.add(job_id)
