@@ -136,8 +136,9 @@ ZERO = LatencyProfile("zero")
 # (/work/shared/NOTES.md, "moto as the local AWS"): a trivial job takes ~1.2 s from
 # submission to SUCCEEDED, ~0.5 s of which are moto's 0.5 s status polls
 # (moto/batch/models.py: `sleep(0.5)` while SUBMITTED, PENDING, RUNNABLE, STARTING, and while
-# the container runs) and ~0.66 s container start and Python imports. All jobs start at once
-# (moto applies no vCPU limit) and the image is already local (no pull).
+# the container runs) and ~0.66 s container start and Python imports. The image is already
+# local (no pull). Capacity (this machine's vCPUs, which the local stack's adjustments make
+# jobs wait for) is not modelled here: a forecast of the local stack sets max_vcpus.
 LOCAL_STACK = LatencyProfile(
     "local-stack",
     # moto advances SUBMITTED -> RUNNABLE on its 0.5 s polls: uniform-ish over 0-0.5 s
