@@ -11,7 +11,7 @@ import pickle
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -179,6 +179,18 @@ def check_fit(queue: str, envs: list[dict[str, Any]], largest: JobResources) -> 
                  "maxvCpus, add instance types, or lower the node's n_procs / plugin_args.")
 
 
+def _managed(envs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Each compute environment's ``computeResources``; None when one is unmanaged (its
+    instances are the user's: nothing to check them against)."""
+    found = []
+    for env in envs:
+        resources = env.get("computeResources")
+        if env.get("type") == "UNMANAGED" or not resources:
+            return None
+        found.append(resources)
+    return found
+
+
 # EC2 instance families with GPUs (p3, p4d, g4dn, g5, g6e...): a letter p or g, then a digit.
 _GPU_FAMILY = re.compile(r"^[pg]\d")
 
@@ -187,15 +199,13 @@ def check_gpus(queue: str, envs: list[dict[str, Any]], gpus: int) -> Check:
     """A job asking GPUs has an EC2 compute environment with GPU instance types (else Batch
     leaves it RUNNABLE for ever)."""
     name = f"GPUs in {queue}"
+    managed = _managed(envs)
+    if managed is None:
+        return Check(name, True, "unmanaged: not checked")
     types: set[str] = set()
-    for env in envs:
-        resources = env.get("computeResources") or {}
-        if env.get("type") == "UNMANAGED" or not resources:
-            return Check(name, True, f"{env.get('computeEnvironmentName')} is unmanaged: "
-                         "not checked")
-        if resources.get("type", "EC2").startswith("FARGATE"):
-            continue  # check_fit names Fargate's lack of GPUs
-        types.update(resources.get("instanceTypes") or [])
+    for resources in managed:
+        if not resources.get("type", "EC2").startswith("FARGATE"):  # check_fit says Fargate's
+            types.update(resources.get("instanceTypes") or [])
     found = sorted(t for t in types if _GPU_FAMILY.match(t))
     if found:
         return Check(name, True, f"instance types with GPUs: {', '.join(found)}")
@@ -211,17 +221,14 @@ def check_platform(queue: str, envs: list[dict[str, Any]], platform: str) -> Che
     """The run's platform is what the queue's compute environments run on (an EC2 job
     definition on a Fargate queue fails with a misleading error)."""
     name = f"platform of {queue}"
+    managed = _managed(envs)
+    if managed is None:
+        return Check(name, True, "unmanaged: not checked")
     want = capability(platform)
-    kinds = set()
-    for env in envs:
-        resources = env.get("computeResources") or {}
-        if env.get("type") == "UNMANAGED" or not resources:
-            return Check(name, True, f"{env.get('computeEnvironmentName')} is unmanaged: "
-                         "not checked")
-        kind = resources.get("type", "EC2")
-        kinds.add(kind)
+    kinds = {resources.get("type", "EC2") for resources in managed}
+    for kind in kinds:
         if ("fargate" if kind.startswith("FARGATE") else "ec2") == want:
-            return Check(name, True, f"{env.get('computeEnvironmentName')} runs {kind}")
+            return Check(name, True, f"runs {kind}")
     fix = "fargate" if any(k.startswith("FARGATE") for k in kinds) else (
         "spot" if "SPOT" in kinds else "ec2")
     return Check(name, False,
@@ -264,11 +271,11 @@ def check_queue_architecture(queue: str, envs: list[dict[str, Any]], wanted: str
     """The run's images are for the CPU of the queue's EC2 instances (else every job fails
     with 'exec format error'); Fargate takes the CPU from the job definition."""
     name = f"CPU of {queue}"
+    managed = _managed(envs)
+    if managed is None:
+        return Check(name, True, "unmanaged: not checked")
     kinds: set[str] = set()
-    for env in envs:
-        resources = env.get("computeResources") or {}
-        if env.get("type") == "UNMANAGED" or not resources:
-            return Check(name, True, "unmanaged: not checked")
+    for resources in managed:
         if resources.get("type", "EC2").startswith("FARGATE"):
             return Check(name, True, "Fargate: the job definitions name the CPU")
         kinds.update(_instance_architecture(t) for t in resources.get("instanceTypes") or [])
@@ -316,15 +323,18 @@ def check_picklable(nodes: Iterable[Any]) -> Check:
 
 
 def largest_job(nodes: Iterable[Any], settings: BatchSettings) -> dict[str, JobResources]:
-    """Per queue, the largest resources any node asks for."""
+    """Per queue, the most vCPUs, memory and GPUs any node asks for."""
     largest: dict[str, JobResources] = {}
     for node in nodes:
         resources = resources_for(node, settings)
         queue = resources.job_queue or ""
         current = largest.get(queue)
-        if current is None or (resources.vcpus, resources.memory_mb, resources.gpus) > (
-                current.vcpus, current.memory_mb, current.gpus):
-            largest[queue] = resources
+        # each of vCPUs, memory and GPUs at its largest: one node may ask the most memory,
+        # another the most vCPUs, and a queue must hold both
+        largest[queue] = resources if current is None else replace(
+            current, vcpus=max(current.vcpus, resources.vcpus),
+            memory_mb=max(current.memory_mb, resources.memory_mb),
+            gpus=max(current.gpus, resources.gpus))
     return largest
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import ConfigurationError, unknown_key_message
-from .platforms import ARCHITECTURES, CHOICES, DEFAULT_PLATFORM, PLATFORMS
+from .platforms import ARCHITECTURES, CHOICES, DEFAULT_ARCHITECTURE, DEFAULT_PLATFORM, PLATFORMS
 from .resources import NODE_OPTIONS, check_option_values
 
 BACKEND_ENV = "NIPYPE_BATCH_BACKEND"
@@ -150,7 +150,7 @@ class BatchSettings:
         default=None, metadata=_meta("Per-attempt time limit in seconds (>= 60).")
     )
     architecture: str = field(
-        default="x86_64",
+        default=DEFAULT_ARCHITECTURE,
         metadata=_meta(
             "CPU of the queue's instances: 'x86_64' (AWS's 'optimal' types) or 'arm64' "
             "(Graviton). Images and their wheels are built for it, whatever the driver's CPU."

@@ -236,18 +236,23 @@ def test_submit_without_timeout_sends_no_timeout(stubbed) -> None:
     batch_stub.add_response(
         "submit_job",
         {"jobName": "n", "jobId": "job-2"},
-        expected_params={
-            "jobName": "n", "jobQueue": "q", "jobDefinition": "jd",
-            "containerOverrides": {
-                "resourceRequirements": [{"type": "VCPU", "value": "2"},
-                                         {"type": "MEMORY", "value": "4096"}],
-                "environment": [],
-            },
-            "tags": {}, "propagateTags": True,
-            "retryStrategy": {"attempts": 1, "evaluateOnExit": RETRY_RULES},
-        },
+        expected_params=_plain_submission({}),
     )
     assert client.submit("n", "q", "jd", resources(), {}, {}) == "job-2"
+
+
+def _plain_submission(tags: dict[str, str]) -> dict[str, Any]:
+    """SubmitJob's parameters for job "n" of ``resources()`` on queue "q", definition "jd"."""
+    return {
+        "jobName": "n", "jobQueue": "q", "jobDefinition": "jd",
+        "containerOverrides": {
+            "resourceRequirements": [{"type": "VCPU", "value": "2"},
+                                     {"type": "MEMORY", "value": "4096"}],
+            "environment": [],
+        },
+        "tags": tags, "propagateTags": True,
+        "retryStrategy": {"attempts": 1, "evaluateOnExit": RETRY_RULES},
+    }
 
 
 def job_detail(job_id: str, status: str = "RUNNING", **extra: Any) -> dict[str, Any]:
@@ -498,18 +503,9 @@ def test_tags_are_sent_as_batch_and_ecs_accept_them(stubbed) -> None:
     batch_stub.add_response(
         "submit_job",
         {"jobName": "n", "jobId": "job-3"},
-        expected_params={
-            "jobName": "n", "jobQueue": "q", "jobDefinition": "jd",
-            "containerOverrides": {
-                "resourceRequirements": [{"type": "VCPU", "value": "2"},
-                                         {"type": "MEMORY", "value": "4096"}],
-                "environment": [],
-            },
-            # ECS refuses ( ) # , in tag values; a value keeps its last 256 characters
-            "tags": {"nipype-batch:node": ("/data/" + "x" * 300 + "/sub-01 _copy_/_1_é")[-256:]},
-            "propagateTags": True,
-            "retryStrategy": {"attempts": 1, "evaluateOnExit": RETRY_RULES},
-        },
+        # ECS refuses ( ) # , in tag values; a value keeps its last 256 characters
+        expected_params=_plain_submission(
+            {"nipype-batch:node": ("/data/" + "x" * 300 + "/sub-01 _copy_/_1_é")[-256:]}),
     )
     assert client.submit("n", "q", "jd", resources(), {},
                          {"nipype-batch:node": long_path}) == "job-3"

@@ -348,7 +348,6 @@ class Stager:
         mtime = head.get("Metadata", {}).get(MTIME_META)
         return (head["ContentLength"], int(mtime)) if mtime else None
 
-
     def _absent(self, key: str, exc: ClientError) -> bool:
         """Whether a failed read means the object does not exist.
 

@@ -145,23 +145,24 @@ class JobsInFlight:
                 self._runnable_since.pop(job_id, None)
                 continue
             reason = status.reason or ""
-            name = self._name_of(job_id)
             if reason.startswith("MISCONFIGURATION"):
                 raise BatchJobError(
-                    f"job {job_id} ({name}) can never start: Batch says {reason!r}. "
-                    f"{_misconfiguration_fix(reason)}")
+                    f"job {job_id} ({self._name_of(job_id)}) can never start: Batch says "
+                    f"{reason!r}. {_misconfiguration_fix(reason)}")
             if reason and self._reasons.get(job_id) != reason:  # shown while it waits
                 self._reasons[job_id] = reason
-                log.info("Job %s (%s) waits for an instance: %s", job_id, name, reason)
+                log.info("Job %s (%s) waits for an instance: %s", job_id,
+                         self._name_of(job_id), reason)
             since = self._runnable_since.setdefault(job_id, now)
             if now - since >= self.settings.runnable_warning_s and job_id not in self._warned:
                 self._warned.add(job_id)
                 log.warning("Job %s (%s) has waited %.0f s for an instance (RUNNABLE): %s",
-                            job_id, name, now - since,
+                            job_id, self._name_of(job_id), now - since,
                             reason or "Batch gives no reason; check the compute "
                             "environment's state and your account's EC2 vCPU quota")
 
     def _name_of(self, job_id: str) -> str:
+        """The nodes a job runs, for a message (a scan of the jobs: only when one is said)."""
         names = [job.node_name for job in self.jobs.values()
                  if job_id in (job.job_id, job.array_job_id)]
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -270,7 +270,6 @@ class Submitter:
         log.info("Submitted %d nodes of %s as array job %s (%d vCPU, %d MiB each)", len(group),
                  group[0].array_group, array_id, first.resources.vcpus, first.resources.memory_mb)
 
-
     def _scratch_gb(self, inputs: Any) -> int | None:
         """Fargate's scratch disk for a job: ``ephemeral_storage_gb``, else sized from the
         inputs the driver staged (twice their size, for outputs of the same order, and 5 GiB

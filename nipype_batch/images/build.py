@@ -90,9 +90,8 @@ def ensure_base_image(docker: Any, base_image: str,
             "with Python 3 and its venv module, e.g. the default built by "
             "containers/base-image.sh."),
         keep_entrypoint=True,  # as before: the base image runs with its own entrypoint
-        platform=architecture(architecture_name).docker_platform,
+        platform=architecture(architecture_name).docker_platform,  # a pull gets that CPU's
     )
-    check_architecture(docker, base_image, architecture_name, "base image")  # as pulled
     if theirs != driver_python():
         raise ImageBuildError(
             f"base image {base_image!r} has Python {theirs} but this driver runs Python "

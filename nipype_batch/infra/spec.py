@@ -10,7 +10,14 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from ..errors import InfrastructureError
-from ..platforms import CHOICES, DEFAULT_PLATFORM, PLATFORMS, PlatformName
+from ..platforms import (
+    ARCHITECTURES,
+    CHOICES,
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_PLATFORM,
+    PLATFORMS,
+    PlatformName,
+)
 
 TAG_KEY = "nipype-batch:infra"
 # Names end up in a bucket name (63 characters with the account and region): keep them short.
@@ -51,7 +58,7 @@ class InfraSpec:
     platform: PlatformName = DEFAULT_PLATFORM
     max_vcpus: int = 64
     instance_types: list[str] = field(default_factory=lambda: ["optimal"])
-    architecture: str = "x86_64"
+    architecture: str = DEFAULT_ARCHITECTURE
     subnets: list[str] = field(default_factory=list)
     security_groups: list[str] = field(default_factory=list)
     staging_prefix: str = "nipype"
@@ -70,9 +77,10 @@ class InfraSpec:
             )
         if not _whole(self.max_vcpus):
             raise InfrastructureError(f"max_vcpus={self.max_vcpus!r} must be a whole number >= 1.")
-        if self.architecture not in ("x86_64", "arm64"):
+        if self.architecture not in ARCHITECTURES:
             raise InfrastructureError(
                 f"architecture {self.architecture!r} is not known: use 'x86_64' or 'arm64'.")
+        self.architecture = ARCHITECTURES[self.architecture].name
         if self.architecture == "arm64" and self.instance_types == ["optimal"]:
             self.instance_types = list(GRAVITON_FAMILIES)  # 'optimal' is x86 only
         if self.platform != "fargate" and not self.instance_types:

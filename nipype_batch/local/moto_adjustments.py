@@ -85,8 +85,9 @@ def apply() -> None:
     _add_retries(Job)
     _shorten_sleeps()
     _read_ranges_only()
-    _limit_to_machine(Job)
-    _limit_containers(Job)
+    machine = _Machine(float(local_vcpus()))
+    _limit_to_machine(Job, machine)
+    _limit_containers(Job, machine)
     _APPLIED = True
 
 
@@ -295,57 +296,64 @@ def local_vcpus() -> int:
     return int(told) if told.isdigit() and int(told) > 0 else (os.cpu_count() or 1)
 
 
-def _job_vcpus(job: Any) -> float:
-    """What a job asks: its overrides' VCPU requirement, else its definition's, else 1."""
+def _requirement(job: Any, kind: str) -> str | None:
+    """A job's ``kind`` (VCPU, MEMORY) requirement: its overrides', else its definition's."""
+    properties = job.job_definition.container_properties or {}
     for requirements in ((job.container_overrides or {}).get("resourceRequirements"),
-                         job.job_definition.container_properties.get("resourceRequirements")
-                         if job.job_definition.container_properties else None):
+                         properties.get("resourceRequirements")):
         for requirement in requirements or []:
-            if requirement.get("type") == "VCPU":
-                return float(requirement["value"])
-    return 1.0
+            if requirement.get("type") == kind:
+                return str(requirement["value"])
+    return None
 
 
-_RELEASE: dict[str, Any] = {}  # the machine's capacity, once _limit_to_machine has set it up
+def _job_vcpus(job: Any) -> float:
+    return float(_requirement(job, "VCPU") or 1)
 
 
-def release(job: Any) -> None:
-    """Give a job's vCPUs back to the machine (once; later calls do nothing)."""
-    if "release" in _RELEASE:
-        _RELEASE["release"](job)
+class _Machine:
+    """This machine's vCPUs as the local stack's compute environment: a job takes its vCPUs
+    before its container starts (waiting RUNNABLE, first come first) and gives them back
+    when the container exits."""
+
+    def __init__(self, vcpus: float) -> None:
+        import threading
+
+        self.capacity = vcpus
+        self.used = 0.0
+        self.free = threading.Condition()
+
+    def take(self, job: Any) -> None:
+        need = min(_job_vcpus(job), self.capacity)  # larger: the preflight refuses it
+        with self.free:
+            while self.used + need > self.capacity and not job.stop:
+                self.free.wait(0.2)
+            if not job.stop:
+                self.used += need
+                job.nb_vcpus_held = need
+
+    def release(self, job: Any) -> None:
+        """Once per take; later calls do nothing."""
+        with self.free:
+            held = getattr(job, "nb_vcpus_held", 0.0)
+            if held:
+                job.nb_vcpus_held = 0.0
+                self.used -= held
+                self.free.notify_all()
 
 
-def _release(job: Any, free: Any, state: dict[str, float]) -> None:
-    with free:
-        held = getattr(job, "nb_vcpus_held", 0.0)
-        if held:
-            job.nb_vcpus_held = 0.0
-            state["used"] -= held
-            free.notify_all()
-
-
-def _limit_to_machine(job_class: Any) -> None:
-    import threading
+def _limit_to_machine(job_class: Any, machine: _Machine) -> None:
     from datetime import datetime
 
     from moto.batch.models import JobStatus, datetime2int_milliseconds
 
-    free = threading.Condition()
-    capacity = float(local_vcpus())
-    state = {"used": 0.0}
     original_advance = job_class.advance
     original_mark_stopped = job_class._mark_stopped
 
     def advance(self: Any) -> None:
-        # RUNNABLE -> STARTING: wait, RUNNABLE, for room on the machine (first come first).
+        # RUNNABLE -> STARTING: wait, RUNNABLE, for room on the machine
         if self._status == JobStatus.RUNNABLE and not getattr(self, "nb_vcpus_held", 0.0):
-            need = min(_job_vcpus(self), capacity)  # larger: the preflight refuses it
-            with free:
-                while state["used"] + need > capacity and not self.stop:
-                    free.wait(0.2)
-                if not self.stop:
-                    state["used"] += need
-                    self.nb_vcpus_held = need
+            machine.take(self)
             # moto stamped the start before the wait; Batch's startedAt is the container's
             self.job_started_at = datetime.now()
             if self.latest_attempt:
@@ -354,10 +362,9 @@ def _limit_to_machine(job_class: Any) -> None:
 
     def mark_stopped(self: Any, success: bool = True) -> None:
         # every attempt ends here (a retried one is RUNNABLE again, waiting its turn)
-        release(self)
+        machine.release(self)
         original_mark_stopped(self, success)
 
-    _RELEASE["release"] = lambda job: _release(job, free, state)
     job_class.advance = advance
     job_class._mark_stopped = mark_stopped
 
@@ -365,18 +372,7 @@ def _limit_to_machine(job_class: Any) -> None:
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"  # as Batch words it
 
 
-def _job_memory_mb(job: Any) -> int | None:
-    """The job's MEMORY requirement (MiB): its overrides', else its definition's."""
-    for requirements in ((job.container_overrides or {}).get("resourceRequirements"),
-                         job.job_definition.container_properties.get("resourceRequirements")
-                         if job.job_definition.container_properties else None):
-        for requirement in requirements or []:
-            if requirement.get("type") == "MEMORY":
-                return int(requirement["value"])
-    return None
-
-
-def _limit_containers(job_class: Any) -> None:
+def _limit_containers(job_class: Any, machine: _Machine) -> None:
     from moto.utilities.docker_utilities import DockerModel
 
     original_client = DockerModel.docker_client.fget
@@ -392,7 +388,7 @@ def _limit_containers(job_class: Any) -> None:
             return getattr(self._containers, name)
 
         def run(self, **kwargs: Any) -> Any:
-            memory = _job_memory_mb(self._job)
+            memory = _requirement(self._job, "MEMORY")
             if memory:
                 kwargs.setdefault("mem_limit", f"{memory}m")
                 kwargs.setdefault("memswap_limit", f"{memory}m")  # no swap, as on Batch
@@ -415,7 +411,7 @@ def _limit_containers(job_class: Any) -> None:
         def reload(self) -> None:
             self._container.reload()
             if self._container.status not in ("created", "running"):
-                release(self._job)
+                machine.release(self._job)
 
     class _Client:
         def __init__(self, job: Any, client: Any) -> None:
