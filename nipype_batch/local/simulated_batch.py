@@ -119,7 +119,8 @@ class SimulatedJob:
     future: Future | None = None
     host: Host | None = None
     rng: Any = None
-    # simulated seconds at which the job entered each state (RUNNING: its worker's start)
+    # simulated seconds at which the job entered each state (RUNNING: its worker's start;
+    # EXITED: when the driver-side pool saw the worker end and freed its vCPUs)
     timeline: dict[str, float] = field(default_factory=dict)
 
     def _status(self) -> str:
@@ -203,6 +204,7 @@ class SimulatedBatch:
             starting, "starting", job))
         self._lock = threading.Condition()
         self._stopped = False
+        self._freed_at = 0.0  # when a container last exited: no placement is dated before it
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                          initializer=_init_worker, initargs=(self.clock,))
         # started and warm before the first job, whose timings would otherwise hold the
@@ -359,14 +361,15 @@ class SimulatedBatch:
 
         Each event applies at the simulated time it was due, not when the ticker woke: the
         delays that follow it count from there, so the real latency of this thread does not
-        add up along a job's way.
+        add up along a job's way. A placement is never dated before the last container exit,
+        whose vCPUs it may use (exits come in real time, events are dated back).
         """
         while True:
             now = self.now()
             while self._events and self._events[0][0] <= now:
                 when, _tie, action, subject = heapq.heappop(self._events)
                 getattr(self, f"_on_{action}")(subject, when)
-                self.capacity.place(when)
+                self.capacity.place(max(when, self._freed_at))
             if not self.capacity.place(now):
                 self._lock.notify_all()  # the ticker's next wake-up may have moved
                 return
@@ -416,7 +419,9 @@ class SimulatedBatch:
         with self._lock:
             if job.status in FINISHED_STATES:  # terminated meanwhile
                 return
+            self._advance()  # what fell due before this exit happens without its vCPUs
             self.capacity.release(job)
+            job.timeline["EXITED"] = self._freed_at = self.now()
             try:
                 code, started, stopped = future.result()
             except Exception as exc:  # the worker died: as an instance lost
