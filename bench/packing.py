@@ -13,7 +13,7 @@ against the lower bound and against packing='off'. Two engines:
   Batch does not have: if it is not small against the makespan, give more --workers.
 - ``--engine playback``: the same plan (the plugin's planner over the expanded graph, the run
   history holding the nodes' true runtimes) played in virtual time through the same profile
-  and host placement (nipype_batch.forecast.playback): no node runs, so 100 subjects take
+  and host placement (nipype_batch.forecasting.playback): no node runs, so 100 subjects take
   seconds, for each queue size of --max-vcpus and each seed of --seeds.
 
     python bench/packing.py --subjects 2 [--time-scale 0.1] [--workers 64]
@@ -49,8 +49,8 @@ from examples.scale.fmriprep_shaped import (
     node_count,
     total_node_s,
 )
-from nipype_batch.forecast.playback import play
-from nipype_batch.forecast.workflow import PlannedRun, plan_run
+from nipype_batch.forecasting.playback import play
+from nipype_batch.forecasting.workflow import PlannedRun, plan_run
 from nipype_batch.history import NodeHistory, RunHistory
 from nipype_batch.latency import PROFILES, LatencyProfile
 from nipype_batch.packing import PlanNode

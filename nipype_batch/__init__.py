@@ -18,6 +18,7 @@ from .errors import (
     NipypeBatchError,
     StagingError,
 )
+from .forecasting.forecast import Forecast, forecast
 from .images.publish import PublishedImage
 from .plugin import BatchPlugin
 from .report import write_report
@@ -32,11 +33,13 @@ __all__ = [
     "BatchPlugin",
     "BatchSettings",
     "ConfigurationError",
+    "Forecast",
     "ImageBuildError",
     "LocalStackError",
     "NipypeBatchError",
     "PublishedImage",
     "StagingError",
     "build_images",
+    "forecast",
     "write_report",
 ]

@@ -1,7 +1,7 @@
 """A compute environment's hosts, and which RUNNABLE job goes on which, in simulated time.
 
 Shared by the simulated Batch (:mod:`nipype_batch.local.simulated_batch`, which runs the
-jobs) and the forecast (:mod:`nipype_batch.forecast`, which only plays them back), so both
+jobs) and the forecast (:mod:`nipype_batch.forecasting`, which only plays them back), so both
 place jobs the same way: first come first served (a job that does not fit holds the ones
 behind it, as at the head of a Batch queue), hosts of the profile's size launched for the
 vCPUs that wait up to the queue's ``max_vcpus``, each ready after its launch delay; on Fargate

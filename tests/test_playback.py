@@ -1,12 +1,12 @@
-"""Playing a plan through Batch's delays in virtual time (nipype_batch.forecast)."""
+"""Playing a plan through Batch's delays in virtual time (nipype_batch.forecasting)."""
 
 from __future__ import annotations
 
 import pytest
 from nipype import Function, IdentityInterface, MapNode, Merge, Node, Workflow
 
-from nipype_batch.forecast.playback import MapShape, play
-from nipype_batch.forecast.workflow import plan_run
+from nipype_batch.forecasting.playback import MapShape, play
+from nipype_batch.forecasting.workflow import plan_run
 from nipype_batch.history import NodeHistory
 from nipype_batch.latency import Delay, LatencyProfile
 from nipype_batch.packing import PackingModel, PlanNode, plan_packs

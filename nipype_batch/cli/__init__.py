@@ -23,7 +23,7 @@ from .environment import infra, local, policy
 from .history import history
 from .options import Group
 from .runs import cancel, logs, report, status
-from .workflow import EXAMPLES, build, doctor, load_workflow
+from .workflow import EXAMPLES, build, doctor, forecast, load_workflow
 
 __all__ = ["group", "load_workflow", "main"]
 
@@ -36,7 +36,8 @@ def group(verbose: bool) -> None:
                         format="%(asctime)s %(name)s %(message)s")
 
 
-for _command in (build, doctor, local, policy, status, cancel, report, logs, history, infra):
+for _command in (build, doctor, forecast, local, policy, status, cancel, report, logs, history,
+                 infra):
     group.add_command(_command)
 
 

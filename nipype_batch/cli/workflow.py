@@ -81,6 +81,34 @@ def build(workflow: str, plugin_args: dict[str, Any] | None, as_json: bool) -> i
     return 0
 
 
+@command(short_help="forecast a workflow's jobs, time and cost before running it",
+         epilog=examples("nipype-batch forecast my_study.py:workflow --subjects 1000",
+                         "nipype-batch forecast my_study.py:workflow --platform fargate --json",
+                         "nipype-batch forecast my_study.py:workflow --max-vcpus 256"))
+@click.argument("workflow", cls=Argument, help="FILE.py:NAME or MODULE:NAME of a Workflow (or "
+                                               "a function returning one)")
+@plugin_args_option()
+@click.option("--subjects", type=click.IntRange(min=1),
+              help="give the outermost iterable this many values (scale a forecast from a "
+                   "few subjects already run)")
+@click.option("--platform", type=click.Choice(["ec2", "spot", "fargate"]),
+              help="where the jobs would run (default: the plugin_args', else ec2)")
+@click.option("--max-vcpus", type=click.IntRange(min=1), default=64, show_default=True,
+              help="the queue's vCPU limit (its compute environment's maxvCpus)")
+@json_option("print the forecast as JSON")
+def forecast(workflow: str, plugin_args: dict[str, Any] | None, subjects: int | None,
+             platform: str | None, max_vcpus: int, as_json: bool) -> int:
+    from ..forecasting.forecast import forecast as make_forecast
+
+    args = dict(plugin_args or {})
+    if platform:
+        args["platform"] = platform
+    result = make_forecast(load_workflow(workflow), args, subjects=subjects,
+                           max_vcpus=max_vcpus)
+    print(json.dumps(result.to_json(), indent=1) if as_json else result.text())
+    return 0
+
+
 @command(short_help="check credentials, bucket, queue, capacity, Docker and a workflow's "
                           "dependencies without submitting anything",
                epilog=examples("""nipype-batch doctor --plugin-args '{"job_queue": "q", """

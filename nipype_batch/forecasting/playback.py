@@ -34,6 +34,9 @@ from ..capacity import Capacity, Host
 from ..latency import LatencyProfile
 from ..packing import PackPlan, PlanNode
 
+# events after which a RUNNABLE job may find room: one arrives, a host is ready, one leaves
+_CAPACITY_CHANGES = frozenset({"runnable", "host_ready", "exit"})
+
 
 @dataclass(frozen=True)
 class MapShape:
@@ -187,7 +190,8 @@ class _Playback:
         while self.events:
             when, _tie, action, subject = heapq.heappop(self.events)
             getattr(self, f"_on_{action}")(subject, when)
-            self.capacity.place(when)
+            if action in _CAPACITY_CHANGES:  # only these can let a RUNNABLE job in
+                self.capacity.place(when)
         missing = set(self.nodes) - set(self.finished)
         if missing:
             stuck = [j for j in self.capacity.runnable]

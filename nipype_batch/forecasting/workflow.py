@@ -32,6 +32,7 @@ class PlannedRun:
     plan: PackPlan | None  # None: packing off
     maps: dict[str, MapShape]  # MapNodes' subnodes, by node key
     packing: Packing
+    base_dir: str | None = None  # the workflow's (history keys are relative to it)
     # history keys of nodes the history has not seen, and what was assumed for them
     assumed: dict[str, str] = field(default_factory=dict)
 
@@ -81,7 +82,7 @@ def plan_run(wf: Any, settings: BatchSettings, history: list[NodeHistory],
                     "comes from upstream)"
             runtime = packing.runtimes.get(name, SHORT_NODE_S)
             maps[node.output_dir()] = MapShape(count, runtime, packing.chunk(name, count))
-    return PlannedRun(packing.records, packing.plan, maps, packing, assumed)
+    return PlannedRun(packing.records, packing.plan, maps, packing, base_dir, assumed)
 
 
 def _subnode_count(node: MapNode) -> int | None:
