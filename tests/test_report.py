@@ -401,3 +401,21 @@ def test_graviton_has_its_own_prices():
         assert arm.vcpu_hour < x86.vcpu_hour and arm.gb_hour < x86.gb_hour
         assert arm.architecture == "arm64" and arm.minimum_s == x86.minimum_s
     assert load_prices("fargate", architecture="arm64").vcpu_hour == 0.03238
+
+
+def test_cost_is_split_by_subject():
+    from nipype_batch.report.cost import estimate, load_prices
+    from nipype_batch.report.model import Attempt, JobRow
+
+    def row(node, seconds):
+        return JobRow(node=node, node_dir="/w/" + node, job_id=node, job_name=node,
+                      state="SUCCEEDED", vcpus=1, memory_mb=1024,
+                      attempts=(Attempt(0, seconds * 1000, None),))
+
+    rows = [row("wf/_subject_01/fit", 3600), row("wf/_subject_01/prep", 3600),
+            row("wf/_subject_02/fit", 3600), row("wf/group", 3600)]
+    cost = estimate(rows, load_prices("ec2"))
+    split = cost.by_subject(rows)
+    assert [s[:2] for s in split] == [("_subject_01", 2), ("_subject_02", 1),
+                                      ("(all subjects)", 1)]
+    assert sum(s[2] for s in split) == pytest.approx(cost.total)

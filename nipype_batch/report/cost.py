@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -182,6 +182,18 @@ class CostEstimate:
     def charged(self, job: JobCost) -> float:
         """One job's cost, on Spot if the run used Spot."""
         return job.on_demand * ((1 - self.prices.spot_discount) if self.prices.spot else 1)
+
+    def by_subject(self, rows: Sequence[JobRow]) -> list[tuple[str, int, float]]:
+        """(subject, jobs, cost) per value of the outermost iterable, the costliest first: a
+        node's first parameterisation folder (``_subject_01`` in ``wf/_subject_01/fit``);
+        jobs of no subject (a group step) under ``(all subjects)``."""
+        found: dict[str, list[float]] = {}
+        for row, job in zip(rows, self.jobs, strict=True):
+            subject = next((part for part in row.node.split("/") if part.startswith("_")),
+                           "(all subjects)")
+            found.setdefault(subject, []).append(self.charged(job))
+        return sorted(((subject, len(costs), sum(costs)) for subject, costs in found.items()),
+                      key=lambda item: -item[2])
 
     def summary(self) -> str:
         """One line: usage, cost, and the prices used."""

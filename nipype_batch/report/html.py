@@ -150,9 +150,17 @@ def _nodes_table(rows: Sequence[JobRow], cost: CostEstimate) -> str:
     return "\n".join(lines)
 
 
-def _cost_section(cost: CostEstimate) -> str:
+def _cost_section(cost: CostEstimate, rows: Sequence[JobRow] | None = None) -> str:
     p = cost.prices
     capacity = "Spot" if p.spot else "on demand"
+    subjects = cost.by_subject(rows) if rows else []
+    per_subject = ""
+    if len([s for s in subjects if s[0] != "(all subjects)"]) > 1:
+        cells = "".join(f"<tr><td>{escape(name)}</td><td class=\"n\">{jobs}</td>"
+                        f"<td class=\"n\">{significant(amount)}</td></tr>"
+                        for name, jobs, amount in subjects)
+        per_subject = (f"<table><tr><th>Subject (outermost iterable)</th><th>Jobs</th>"
+                       f"<th>Cost ({escape(p.currency)})</th></tr>{cells}</table>")
     return "\n".join([
         f"<p><b>{escape(p.currency)} {significant(cost.total)}</b> ({capacity}, "
         f"{escape(p.platform)}, {escape(p.region)}): {significant(cost.vcpu_hours)} vCPU-hours "
@@ -166,6 +174,7 @@ def _cost_section(cost: CostEstimate) -> str:
         f"{escape(p.note)}</p>",
         f'<p class="note">Prices of {escape(p.as_of)}: {escape(p.source)} Override them with '
         "<code>nipype-batch report WORK_DIR --prices my_prices.json</code>.</p>",
+        per_subject,
     ])
 
 
@@ -235,7 +244,7 @@ def render_html(
 and end (stoppedAt). An emulator may start the clock before the container does, showing
 almost no queue wait.</p>
 <h2>Estimated cost</h2>
-{_cost_section(cost)}
+{_cost_section(cost, list(rows))}
 <h2>Nodes</h2>
 {_nodes_table(rows, cost)}
 <p class="note">Peak memory is shown where it was measured: by the runner, or by Nipype's
