@@ -119,6 +119,14 @@ def fmriprep_shaped(subjects: int, base_dir: str) -> Workflow:
     return wf
 
 
+def workflow() -> Workflow:
+    """Two subjects in a temporary work directory: for ``nipype-batch forecast
+    examples/scale/fmriprep_shaped.py:workflow --subjects N``."""
+    import tempfile
+
+    return fmriprep_shaped(2, tempfile.mkdtemp(prefix="fmriprep-shaped-"))
+
+
 def _finish_times() -> dict[str, float]:
     """Earliest finish of every step of one subject, each starting when its inputs are done."""
     durations = {name: seconds for name, (seconds, _) in STEPS.items()}
