@@ -28,6 +28,10 @@ class BatchJobError(NipypeBatchError):
     """AWS Batch refused a request or lost a job."""
 
 
+class BudgetExceededError(NipypeBatchError):
+    """The run stopped submitting jobs at its ``budget_usd``; a rerun with more continues."""
+
+
 class InfrastructureError(NipypeBatchError):
     """``nipype-batch infra`` cannot make, show or remove the resources a run needs."""
 

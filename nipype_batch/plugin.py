@@ -24,9 +24,11 @@ from nipype.pipeline.plugins.base import DistributedPluginBase
 from .aws.status import JobState, JobStatus, out_of_memory
 from .backend import connect
 from .cloud import Cloud
+from .driver.budget import Budget
 from .driver.images import JobImages
 from .driver.jobs import SubmittedJob, nipype_result
 from .driver.packs import (
+    SHORT_NODE_S,
     Packing,
     PackRun,
     job_overhead_s,
@@ -40,11 +42,12 @@ from .driver.resume import collate_mapnode_here
 from .driver.run_log import LOG_NAME, RunLog, hold_nipype_records, show_our_log, start_run_log
 from .driver.submit import PackNode
 from .driver.view import NodeState, RunCost, stage_rows, summary_lines, write_run_report
-from .errors import BatchJobError, ConfigurationError
+from .errors import BatchJobError, BudgetExceededError, ConfigurationError
 from .images.publish import PublishedImage
 from .platforms import PLATFORMS
 from .preflight import preflight
 from .provenance import note_memory_raised
+from .report.cost import significant
 from .resources import JobResources, fargate_fit, resources_for, runs_on_driver
 from .settings import BatchSettings
 
@@ -95,6 +98,8 @@ class BatchPlugin(DistributedPluginBase):
         self._packing = Packing()
         self._updatehash = False
         self._costed_to: dict[str, float] = {}  # pack job -> until when its cost is counted
+        self._budget: Budget | None = None
+        self._held_by_budget: set[int] = set()  # task ids whose jobs the budget held
         self.resumed_job_ids: list[str] = []
 
     # ---- pickling: settings travel, clients and run state do not -------------------------
@@ -189,6 +194,7 @@ class BatchPlugin(DistributedPluginBase):
         preflight(settings, cloud, job_nodes)
         self.images.publish(job_nodes, plan)
         history = run_history()
+        self._budget = self._make_budget(history)
         self._parts.submitter.peak_memory = {h.node: h.peak_memory_mb for h in history}
         self._parts.submitter.memory_cap_mb = getattr(getattr(cloud, "machine", None),
                                                       "memory_mb", None)
@@ -198,6 +204,59 @@ class BatchPlugin(DistributedPluginBase):
             max_vcpus=getattr(getattr(cloud, "machine", None), "vcpus", None))
         if self._packing.plan is not None:
             self._parts.submitter.chunk = self._packing.chunk
+
+    def _make_budget(self, history: list[Any]) -> Budget | None:
+        """The run's budget, if it has one, priced as the report prices its jobs."""
+        limit = self.settings.budget_usd
+        if limit is None:
+            return None
+        prices = self._cost.load()
+        if prices is None or prices.currency != "USD":
+            raise ConfigurationError(
+                f"budget_usd={limit} needs the report's prices in USD for platform "
+                f"{self.settings.platform!r}, which could not be read"
+                + (f" (they are in {prices.currency})" if prices is not None else "")
+                + ": check nipype_batch/report/prices.json, or run without budget_usd.")
+        return Budget(limit, prices, {h.node: h.median_runtime_s for h in history},
+                      SHORT_NODE_S)
+
+    def _admit(self, prepared: list[Any]) -> list[Any]:
+        """The pass's jobs that the budget lets through; the others are held for good."""
+        assert self._budget is not None
+        flight = self._parts.flight
+        spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
+        admitted = self._budget.admit(prepared, spent, flight.statuses)
+        self._held_by_budget = self._budget.held_taskids()
+        return admitted
+
+    def _check_budget(self) -> None:
+        """Once the budget stopped submissions: end the run, after the running jobs ended
+        ('finish') or at once ('cancel': the run's end terminates them)."""
+        budget = self._budget
+        if budget is None or budget.stop is None or self._fatal is not None:
+            return
+        cancel = self.settings.budget_action == "cancel"
+        if not cancel and self._parts.flight.jobs:
+            return
+        flight = self._parts.flight
+        spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
+        left: dict[str, int] = {}
+        for state in self._node_states():
+            if not (state.done or state.failed or state.skipped):
+                left[state.stage] = left.get(state.stage, 0) + 1
+        what_left = ", ".join(f"{stage}: {n}" for stage, n in sorted(left.items()))
+        stop = budget.stop
+        self._fatal = BudgetExceededError(
+            f"The run stopped at its budget: it has spent est. USD {significant(spent)} of "
+            f"budget_usd={budget.limit:g}, and the next job ({stop.next_job}, est. USD "
+            f"{significant(stop.next_cost)}) would have passed it. "
+            f"{sum(left.values())} of {len(self._node_states())} nodes are not done "
+            f"({what_left}). "
+            + ("The jobs running then were cancelled (budget_action='cancel'). " if cancel
+               else "The jobs running then finished and their results are kept. ")
+            + "Run again with a larger budget_usd (`nipype-batch forecast` says how much the "
+            "rest needs): the nodes that finished come from the cache.")
+        log.error("%s", self._fatal)
 
     def _compatibility(self, resources: JobResources) -> str:
         """What nodes sharing a job must share, besides vCPUs and memory."""
@@ -227,6 +286,7 @@ class BatchPlugin(DistributedPluginBase):
     # ---- Nipype's hooks -------------------------------------------------------------------
 
     def _send_procs_to_workers(self, updatehash: bool = False, graph: Any = None) -> None:
+        self._check_budget()
         if self._fatal is not None:
             raise self._fatal
         # Nothing can have become ready unless a task ended since the last pass. Then wait
@@ -248,7 +308,8 @@ class BatchPlugin(DistributedPluginBase):
         finally:
             # Everything made ready in this pass goes out now, siblings as one array job.
             if self._parts.submitter is not None:
-                self._local_failures.update(self._parts.submitter.flush())
+                self._local_failures.update(self._parts.submitter.flush(
+                    self._admit if self._budget is not None else None))
 
     def _submit_job(self, node: Any, updatehash: bool = False) -> int:
         taskid = self._next_taskid
@@ -345,6 +406,8 @@ class BatchPlugin(DistributedPluginBase):
             return nipype_result()
         if taskid in self._local_failures:
             return nipype_result(self._local_failures[taskid], here=True)
+        if taskid in self._held_by_budget:
+            return None  # never submitted: the run ends once the budget says so
         if taskid not in self._parts.flight.jobs and self._packing.holds(taskid):
             return None  # its pack waits for nodes outside it
         if self._parts.flight.due():  # one batched poll for every job in flight

@@ -172,6 +172,23 @@ class BatchSettings:
             "ends it as failed."
         ),
     )
+    budget_usd: float | None = field(
+        default=None,
+        metadata=_meta(
+            "Most the run may spend, in US dollars, at the report's prices: the driver keeps "
+            "a running estimate from the jobs' own times (and their run history) and submits "
+            "no job that would pass it; the run then ends with an error naming the spend and "
+            "what remains. Run again with more: finished nodes come from the cache."
+        ),
+    )
+    budget_action: str = field(
+        default="finish",
+        metadata=_meta(
+            "What happens to running jobs when the budget stops a run: 'finish' (let them end "
+            "and keep their results; they may pass the budget by what they still run) or "
+            "'cancel' (terminate them at once)."
+        ),
+    )
     fetch_outputs: bool | None = field(
         default=None,
         metadata=_meta(
@@ -372,6 +389,16 @@ class BatchSettings:
             raise ConfigurationError(
                 f"memory_retry={self.memory_retry!r} must be True (a job killed for memory is "
                 "submitted again with more) or False.")
+        if self.budget_usd is not None and (
+                isinstance(self.budget_usd, bool) or not isinstance(self.budget_usd, int | float)
+                or not self.budget_usd > 0):
+            raise ConfigurationError(
+                f"budget_usd={self.budget_usd!r} must be a positive number of US dollars, "
+                "e.g. 25.0 (or None: no budget).")
+        if self.budget_action not in ("finish", "cancel"):
+            raise ConfigurationError(
+                f"budget_action={self.budget_action!r} must be 'finish' (running jobs end, "
+                "their results kept) or 'cancel' (running jobs are terminated).")
         if self.packing not in ("auto", "off"):
             raise ConfigurationError(
                 f"packing={self.packing!r} must be 'auto' (short nodes share jobs) or 'off' "

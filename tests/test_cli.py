@@ -13,6 +13,7 @@ from nipype_batch.cli.options import PluginArgs
 
 TAKES_PLUGIN_ARGS = {
     "build": ["build", "study.py:workflow"],
+    "forecast": ["forecast", "study.py:workflow"],
     "doctor": ["doctor"],
     "status": ["status", "work"],
     "cancel": ["cancel", "work"],

@@ -202,10 +202,14 @@ class Submitter:
         suffix = f"-and-{nodes - 1}" if nodes > 1 else ""
         return _JOB_NAME_UNSAFE.sub("_", name)[:128 - len(suffix)] + suffix
 
-    def flush(self) -> dict[int, list[str]]:
-        """Submit everything prepared; return the failures by task id."""
+    def flush(self, admit: Callable[[list[PreparedJob]], list[PreparedJob]] | None = None
+              ) -> dict[int, list[str]]:
+        """Submit everything prepared (what ``admit`` lets through, where a budget holds the
+        rest); return the failures by task id."""
         failures = self._prepare_subnodes()
         prepared, self._prepared = self._prepared, []
+        if admit is not None:
+            prepared = admit(prepared)
         for group in group_for_arrays(prepared, lambda p: (
                 p.array_group and (p.array_group, p.job.queue, p.job.definition,
                                    p.job.resources))):

@@ -58,7 +58,8 @@ class RunCost:
         self._collected = 0.0
         self._loaded = False
 
-    def _load(self) -> Prices | None:
+    def load(self) -> Prices | None:
+        """The platform's prices, read once; None if they cannot be read."""
         if not self._loaded:
             self._loaded = True
             try:
@@ -70,15 +71,15 @@ class RunCost:
 
     def add_collected(self, job: SubmittedJob, status: JobStatus) -> None:
         """Count a job whose result is home (its final attempt's running time)."""
-        prices = self._load()
+        prices = self.load()
         if prices is not None and status.started_at:
             self._collected += job_cost(job, status.started_at,
                                         status.stopped_at or status.started_at, prices)
 
-    def so_far(self, in_flight: Iterable[SubmittedJob],
-               statuses: Mapping[str, JobStatus]) -> str | None:
-        """The estimate as shown, e.g. ``USD 0.0123``; None without prices."""
-        prices = self._load()
+    def total(self, in_flight: Iterable[SubmittedJob],
+              statuses: Mapping[str, JobStatus]) -> float | None:
+        """The estimate so far, in the prices' currency; None without prices."""
+        prices = self.load()
         if prices is None:
             return None
         now_ms = time.time() * 1000
@@ -86,8 +87,15 @@ class RunCost:
         running = sum(job_cost(job, status.started_at, status.stopped_at or now_ms, prices)
                       for job in jobs
                       if (status := statuses.get(job.job_id)) is not None and status.started_at)
-        total = (self._collected + running) * (1 - prices.spot_discount if prices.spot else 1)
-        return f"{prices.currency} {significant(total)}"
+        return (self._collected + running) * (1 - prices.spot_discount if prices.spot else 1)
+
+    def so_far(self, in_flight: Iterable[SubmittedJob],
+               statuses: Mapping[str, JobStatus]) -> str | None:
+        """The estimate as shown, e.g. ``USD 0.0123``; None without prices."""
+        total = self.total(in_flight, statuses)
+        if total is None or self.prices is None:
+            return None
+        return f"{self.prices.currency} {significant(total)}"
 
     def note(self) -> str:
         """Which prices the estimate uses."""

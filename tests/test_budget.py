@@ -1,0 +1,136 @@
+"""``budget_usd``: the run submits no job that would pass it, ends with an error naming the
+spend and what remains, and a rerun with more continues from the cache."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from examples.scale.workflows import independent_workflow
+from nipype_batch.aws.status import JobState, JobStatus
+from nipype_batch.driver.budget import Budget
+from nipype_batch.driver.jobs import PreparedJob, SubmittedJob
+from nipype_batch.driver.packs import SHORT_NODE_S
+from nipype_batch.errors import BudgetExceededError, ConfigurationError
+from nipype_batch.report.cost import load_prices, usage_cost
+from nipype_batch.resources import JobResources
+from nipype_batch.settings import BatchSettings
+from tests.helpers import assert_same_tree
+
+PRICES = load_prices("ec2")
+SUBJECTS = 8
+
+
+def _job(name: str, key: str, vcpus: int = 1, memory_mb: int = 2048) -> PreparedJob:
+    view = SubmittedJob(job_id="", job_name=name, node_name=name, node_dir=f"/w/{name}",
+                        is_mapnode=False, queue="q", definition="d", image="i",
+                        resources=JobResources(vcpus, memory_mb, 0, None, None, None, None, False),
+                        hashvalue="", history_key=key)
+    return PreparedJob(taskid=0, job=view, payload=None, environment={}, tags={},
+                       array_group=None, members=[(0, view)])
+
+
+def _cost(seconds: float, vcpus: int = 1, memory_mb: int = 2048) -> float:
+    return usage_cost(vcpus, memory_mb, seconds, PRICES)
+
+
+def test_jobs_are_admitted_until_the_next_would_pass_the_budget_then_none() -> None:
+    budget = Budget(_cost(100) * 3.5, PRICES, {"wf.slow": 100.0}, SHORT_NODE_S)
+    jobs = [_job(f"slow{i}", "wf.slow") for i in range(5)]
+    admitted = budget.admit(jobs, 0.0, {})
+    assert [j.job.node_name for j in admitted] == ["slow0", "slow1", "slow2"]
+    assert budget.stop is not None and budget.stop.next_job == "slow3"
+    assert budget.stop.spent == pytest.approx(_cost(100) * 3)
+    # stopped for good: a cheap job later is held too, as are the ones refused
+    assert budget.admit([_job("cheap", "wf.unknown")], 0.0, {}) == []
+    assert [j.job.node_name for j in budget.held] == ["slow3", "slow4", "cheap"]
+
+
+def test_the_projection_counts_what_running_jobs_still_owe_and_what_ended_billed() -> None:
+    budget = Budget(1.0, PRICES, {"wf.a": 3600.0}, SHORT_NODE_S)  # an hour: USD 0.0425
+    [first] = budget.admit([_job("a0", "wf.a")], 0.0, {})
+    first.job.job_id = "job-1"
+    hour = _cost(3600)
+    assert budget.projected(0.0, {}) == pytest.approx(hour)  # submitted, not started
+    import time
+
+    half_an_hour_ago = (time.time() - 1800) * 1000
+    running = {"job-1": JobStatus("job-1", JobState.RUNNING, started_at=int(half_an_hour_ago))}
+    # half billed (in the spend so far), half still to come
+    assert budget.projected(hour / 2, running) == pytest.approx(hour, rel=1e-3)
+    done = {"job-1": JobStatus("job-1", JobState.SUCCEEDED, started_at=1, stopped_at=2)}
+    assert budget.projected(0.123, done) == 0.123  # billed in full, in the spend
+
+
+def test_a_node_without_history_is_assumed_short_and_a_pack_runs_its_nodes_in_turn() -> None:
+    budget = Budget(1.0, PRICES, {"wf.a": 30.0}, SHORT_NODE_S, setup_s=2.0)
+    pack = _job("a", "wf.a", vcpus=2)
+    other = _job("b", "wf.b", vcpus=2).job
+    pack.members.append((None, other))
+    assert budget.expected_cost(pack) == pytest.approx(_cost(2 + 30 + SHORT_NODE_S, vcpus=2))
+
+
+@pytest.mark.parametrize(("given", "problem"), [
+    ({"budget_usd": 0}, "budget_usd=0 must be a positive number"),
+    ({"budget_usd": "10"}, "budget_usd='10' must be a positive number"),
+    ({"budget_usd": True}, "budget_usd=True must be a positive number"),
+    ({"budget_action": "stop"}, "budget_action='stop' must be 'finish'"),
+])
+def test_bad_budget_settings_name_the_fix(given, problem) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        BatchSettings.from_plugin_args({"backend": "local", **given})
+
+
+# ---- on the simulated Batch: real runner, real S3 emulator, the plugin's own loop ----------
+
+# Without history a node is taken to run SHORT_NODE_S: the budget lets three of the eight
+# first jobs (1 vCPU, 2 GiB, the plugin's default) through, and not the fourth.
+THREE_JOBS = usage_cost(1, 2048, SHORT_NODE_S, PRICES) * 3.5
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    from nipype_batch.simulated import SimulatedStack
+
+    stack = SimulatedStack(workers=2)
+    yield stack
+    stack.stop()
+
+
+def _outputs(work: Path) -> set[str]:
+    return {str(p.relative_to(work)) for p in work.rglob("result_each.pklz")}
+
+
+@pytest.mark.simulated
+@pytest.mark.parametrize("action", ["finish", "cancel"])
+def test_a_run_stopped_by_its_budget_submits_no_more_and_a_rerun_with_more_completes(
+        tmp_path, simulated, action) -> None:
+    independent_workflow(str(tmp_path / "linear"), SUBJECTS).run(plugin="Linear")
+    args = {"packing": "off", "report": False, "budget_action": action}
+
+    stopped = simulated.plugin({**args, "budget_usd": THREE_JOBS})
+    with pytest.raises(BudgetExceededError) as raised:
+        independent_workflow(str(tmp_path / "batch"), SUBJECTS).run(plugin=stopped)
+    message = str(raised.value)
+    assert f"of budget_usd={THREE_JOBS:g}" in message
+    assert re.search(r"\b[3-8] of 8 nodes are not done \(each: [3-8]\)", message), message
+    assert "Run again with a larger budget_usd" in message
+    # no job past the budget: three submitted, none after the stop
+    assert len(stopped.submitted_job_ids) == 3
+    jobs = [simulated.batch.jobs[i] for i in stopped.submitted_job_ids]
+    assert all(job.status in ("SUCCEEDED", "FAILED") for job in jobs)  # none left running
+    finished = _outputs(tmp_path / "batch")
+    if action == "finish":
+        assert all(job.status == "SUCCEEDED" for job in jobs) and len(finished) == 3
+        assert "finished and their results are kept" in message
+        assert "5 of 8 nodes are not done (each: 5)" in message
+    else:
+        assert "were cancelled (budget_action='cancel')" in message
+        assert len(finished) < 3 or all(job.status == "SUCCEEDED" for job in jobs)
+
+    rerun = simulated.plugin({**args, "budget_usd": 1.0})
+    independent_workflow(str(tmp_path / "batch"), SUBJECTS).run(plugin=rerun)
+    assert len(rerun.submitted_job_ids) == SUBJECTS - len(finished)  # the rest only
+    assert_same_tree(tmp_path / "linear" / "independent", tmp_path / "batch" / "independent")
