@@ -39,6 +39,24 @@ class Observation:
     succeeded: bool
     run_id: str
     recorded_at: float
+    # The runner's own time around nodes, for forecasts (None where not measured): from the
+    # job's start to its first node (interpreter, imports, inputs staged in), and from a
+    # node's end to the next one's start (its outputs staged out and committed).
+    setup_s: float | None = None
+    handoff_s: float | None = None
+    backend: str = ""
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """The runner's measured seconds around nodes on one backend (medians of recent jobs)."""
+
+    setup_s: float  # per job, before its first node
+    handoff_s: float  # per node, between its end and what follows it
+    jobs: int  # how many jobs measured them
+
+
+RECENT = 500  # observations an overhead figure is the median of
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,10 @@ class RunHistory:
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=10)
         connection.executescript(_SCHEMA)
+        have = {row[1] for row in connection.execute("PRAGMA table_info(observations)")}
+        for column in _COLUMNS:  # a history written by an older version gains the new ones
+            if column not in have:
+                connection.execute(f"ALTER TABLE observations ADD COLUMN {column}")
         return connection
 
     def record(self, observations: Iterable[Observation]) -> int:
@@ -95,8 +117,29 @@ class RunHistory:
             return 0
         with self._connect() as connection:
             connection.executemany(
-                f"INSERT INTO observations VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+                f"INSERT INTO observations ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
         return len(rows)
+
+    def overheads(self, backend: str) -> Overheads | None:
+        """The runner's setup per job and hand-off per node on ``backend``, as measured by
+        its recent jobs; None if none measured them (or the file cannot be read)."""
+        if not self.path.exists():
+            return None
+        try:
+            with self._connect() as connection:
+                rows = connection.execute(
+                    "SELECT setup_s, handoff_s FROM observations WHERE backend = ? AND "
+                    "succeeded AND (setup_s IS NOT NULL OR handoff_s IS NOT NULL) "
+                    "ORDER BY recorded_at DESC LIMIT ?", (backend, RECENT)).fetchall()
+        except sqlite3.Error:
+            return None
+        setups = [s for s, _h in rows if s is not None]
+        handoffs = [h for _s, h in rows if h is not None]
+        if not setups and not handoffs:
+            return None
+        return Overheads(statistics.median(setups) if setups else 0.0,
+                         statistics.median(handoffs) if handoffs else 0.0, len(rows))
 
     def nodes(self) -> list[NodeHistory]:
         """Every node the history holds, by name; empty if the file is missing or unreadable."""

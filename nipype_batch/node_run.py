@@ -113,9 +113,12 @@ def commit_member(member: PackMember, info: dict[str, Any], staged: dict[str, An
     outside = [p for p in output_files
                if not (p == node_dir or p.startswith(node_dir.rstrip("/") + "/"))]
     # A node in a pack ran after its predecessors: its own run starts when it did.
-    timings = {"start": staged["start"], "staged_in": staged["staged_in"]}
+    timings = {"start": staged["start"], "staged_in": staged["staged_in"],
+               "job_staged_in": staged["staged_in"]}
     if pack is not None:
         timings["staged_in"] = max(staged["staged_in"], info["ran_from"])
+    if info.get("after_ran"):
+        timings["after_ran"] = info["after_ran"]
     timings["ran"] = info["ran"]
     runner_info = {
         "hostname": socket.gethostname(),

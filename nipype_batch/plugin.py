@@ -43,6 +43,7 @@ from .driver.run_log import LOG_NAME, RunLog, hold_nipype_records, show_our_log,
 from .driver.submit import PackNode
 from .driver.view import NodeState, RunCost, stage_rows, summary_lines, write_run_report
 from .errors import BatchJobError, BudgetExceededError, ConfigurationError
+from .history import RunHistory
 from .images.publish import PublishedImage
 from .platforms import PLATFORMS
 from .preflight import preflight
@@ -217,8 +218,13 @@ class BatchPlugin(DistributedPluginBase):
                 f"{self.settings.platform!r}, which could not be read"
                 + (f" (they are in {prices.currency})" if prices is not None else "")
                 + ": check nipype_batch/report/prices.json, or run without budget_usd.")
+        try:
+            runner = RunHistory().overheads(self.settings.backend or "")
+        except Exception:  # a broken history is no history
+            runner = None
         return Budget(limit, prices, {h.node: h.median_runtime_s for h in history},
-                      SHORT_NODE_S)
+                      SHORT_NODE_S, setup_s=runner.setup_s if runner else 0.0,
+                      handoff_s=runner.handoff_s if runner else 0.0)
 
     def _admit(self, prepared: list[Any]) -> list[Any]:
         """The pass's jobs that the budget lets through; the others are held for good."""

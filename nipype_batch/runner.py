@@ -101,6 +101,7 @@ def run_pack(payload: JobPayload, stager: Any, staged: dict[str, Any]) -> int:
 
     job = os.environ.get("AWS_BATCH_JOB_ID", "")
     running: dict[int, int] = {}  # pid -> member index
+    ran_at: dict[int, float] = {}  # member index -> when its node's run ended
     with tempfile.TemporaryDirectory(prefix="nipype-batch-pack-") as infos:
         while True:
             for index, member in enumerate(members):  # in dependency order
@@ -116,6 +117,10 @@ def run_pack(payload: JobPayload, stager: Any, staged: dict[str, Any]) -> int:
                 break
             index, status = _wait_any(running)
             info = _read_info(infos, index) or _killed(members[index], status)
+            ran_at[index] = info["ran"]
+            preceding = [ran_at[a] for a in members[index].after if a in ran_at]
+            if preceding:  # the hand-off: its predecessors' commits, and its own start
+                info["after_ran"] = max(preceding)
             commit_member(members[index], info, staged, stager, pack={
                 "job_id": job, "index": index, "size": len(members),
                 "nodes": [m.node_name for m in members]})

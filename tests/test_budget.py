@@ -132,5 +132,9 @@ def test_a_run_stopped_by_its_budget_submits_no_more_and_a_rerun_with_more_compl
 
     rerun = simulated.plugin({**args, "budget_usd": 1.0})
     independent_workflow(str(tmp_path / "batch"), SUBJECTS).run(plugin=rerun)
-    assert len(rerun.submitted_job_ids) == SUBJECTS - len(finished)  # the rest only
+    # the rest only: a cancelled job may yet have committed its node to S3, which counts
+    if action == "finish":
+        assert len(rerun.submitted_job_ids) == SUBJECTS - 3
+    else:
+        assert SUBJECTS - 3 <= len(rerun.submitted_job_ids) <= SUBJECTS - len(finished)
     assert_same_tree(tmp_path / "linear" / "independent", tmp_path / "batch" / "independent")

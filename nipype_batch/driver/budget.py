@@ -45,17 +45,20 @@ class Budget:
         History key -> median runtime (s) of the node.
     default_runtime_s : float
         What a node without history is assumed to run.
-    setup_s : float
-        The runner's own seconds per job besides its nodes (staging, imports).
+    setup_s, handoff_s : float
+        The runner's own seconds per job before its nodes (imports, inputs staged in) and
+        per node after it (outputs staged out), as the run history measured them.
     """
 
     def __init__(self, limit: float, prices: Prices, runtimes: Mapping[str, float],
-                 default_runtime_s: float, setup_s: float = 0.0) -> None:
+                 default_runtime_s: float, setup_s: float = 0.0,
+                 handoff_s: float = 0.0) -> None:
         self.limit = limit
         self.prices = prices
         self.runtimes = dict(runtimes)
         self.default_runtime_s = default_runtime_s
         self.setup_s = setup_s
+        self.handoff_s = handoff_s
         self.stop: BudgetStop | None = None
         self.held: list[PreparedJob] = []  # prepared, never submitted
         self._expected: list[tuple[SubmittedJob, float]] = []  # submitted: (job, its cost)
@@ -70,8 +73,9 @@ class Budget:
     def expected_cost(self, item: PreparedJob) -> float:
         """What the job is expected to bill: its nodes one after the other, and the setup."""
         members = [view for _taskid, view in item.members] or [item.job]
-        seconds = self.setup_s + sum(self.runtimes.get(view.history_key, self.default_runtime_s)
-                                     for view in members)
+        seconds = self.setup_s + sum(
+            self.runtimes.get(view.history_key, self.default_runtime_s) + self.handoff_s
+            for view in members)
         resources = item.job.resources
         return usage_cost(resources.vcpus, resources.memory_mb, seconds,
                           self.prices) * self._discount()

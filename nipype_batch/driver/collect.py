@@ -81,7 +81,9 @@ class Collector:
             peak_memory_mb=float(runner.get("peak_memory_mb") or 0.0),
             vcpus=job.resources.vcpus, memory_mb=job.resources.memory_mb,
             succeeded=status.state is JobState.SUCCEEDED and not runner.get("node_failed"),
-            run_id=self.run_id, recorded_at=time.time()))
+            run_id=self.run_id, recorded_at=time.time(),
+            **runner_overheads(timings, status, job.in_pack),
+            backend=self.settings.backend or ""))
 
     def _failure(self, job: SubmittedJob, status: JobStatus, node_raised: bool) -> list[str]:
         """The crash file's traceback: the node's own, or why the job left none; then the
@@ -140,3 +142,22 @@ def missing_module(traceback: list[str]) -> str | None:
     """The module a remote ModuleNotFoundError names, if that is how the node failed."""
     found = re.findall(r"ModuleNotFoundError: No module named '([\w.]+)'", "".join(traceback))
     return found[-1] if found else None
+
+
+def runner_overheads(timings: dict[str, float], status: JobStatus, in_pack: bool
+                     ) -> dict[str, float | None]:
+    """The runner's own seconds around one node, from its timings and Batch's clock:
+    ``setup_s`` from the job's start to its inputs staged in (interpreter, imports,
+    downloads), ``handoff_s`` from the node's end to what follows it (in a pack, the next
+    node's start; a job of its own, the job's end: outputs staged out, result committed).
+    Clocks of two machines: a negative difference is none."""
+    setup = handoff = None
+    staged_in = timings.get("job_staged_in")
+    if staged_in is not None and status.started_at:
+        setup = max(0.0, staged_in - status.started_at / 1000)
+    if "after_ran" in timings:
+        handoff = max(0.0, timings.get("staged_in", timings["ran"]) - timings["after_ran"])
+    elif not in_pack and status.stopped_at and "ran" in timings:
+        handoff = max(0.0, status.stopped_at / 1000 - timings["ran"])
+    return {"setup_s": setup, "handoff_s": handoff}
+

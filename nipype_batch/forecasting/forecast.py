@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..driver.packs import run_history
-from ..history import history_key
+from ..history import Overheads, RunHistory, history_key
 from ..latency import AWS_EC2, AWS_FARGATE, LOCAL_STACK, LatencyProfile
 from ..platforms import PLATFORMS
 from ..report.cost import load_prices
@@ -53,6 +53,7 @@ class Forecast:
     stages: list[StageShare] = field(default_factory=list)
     assumed: dict[str, str] = field(default_factory=dict)  # stage -> what was assumed
     what_if: list[str] = field(default_factory=list)
+    runner: Overheads | None = None  # measured setup per job, hand-off per node
 
     @property
     def cost_per_subject(self) -> float | None:
@@ -72,6 +73,11 @@ class Forecast:
                if self.cost_per_subject is not None else "")
             + f", prices of {self.prices_as_of}",
         ]
+        lines.append(
+            f"  runner     {self.runner.setup_s:.1f} s per job, {self.runner.handoff_s:.1f} s "
+            f"per node besides their runs (measured by {self.runner.jobs} jobs)"
+            if self.runner else "  runner     its own time per job not measured on this "
+            "backend yet (none assumed): a first run measures it")
         if self.stages:
             lines.append("  largest steps (share of node time):")
             lines += [f"    {s.stage}: {s.share:.0%} ({s.nodes} nodes, {s.node_hours:.2f} h)"
@@ -96,6 +102,7 @@ class Forecast:
             "prices_as_of": self.prices_as_of,
             "stages": [vars(s) for s in self.stages], "assumed": self.assumed,
             "what_if": self.what_if,
+            "runner": vars(self.runner) if self.runner else None,
         }
 
 
@@ -127,7 +134,9 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
     profile = profile_for(settings, max_vcpus)
     history = run_history()
     planned = plan_run(wf, settings, history, profile.job_overhead_s() + settings.poll_min_s)
-    runs = [_play(planned, profile.with_seed(seed), settings) for seed in range(max(1, seeds))]
+    runner = _runner_overheads(settings)
+    runs = [_play(planned, profile.with_seed(seed), settings, runner)
+            for seed in range(max(1, seeds))]
     spans = sorted(run.makespan_s for run in runs)
     median_run = sorted(runs, key=lambda r: r.makespan_s)[len(runs) // 2]
     platform = PLATFORMS[settings.platform]
@@ -143,8 +152,8 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
         vcpu_hours=vcpu_h, gb_hours=gb_h,
         cost=(vcpu_h * prices.vcpu_hour + gb_h * prices.gb_hour) * discount,
         currency=prices.currency, prices_as_of=prices.as_of,
-        stages=_stages(planned), assumed=planned.assumed)
-    result.what_if = _what_if(planned, profile, settings, result)
+        stages=_stages(planned), assumed=planned.assumed, runner=runner)
+    result.what_if = _what_if(planned, profile, settings, result, runner)
     return result
 
 
@@ -190,9 +199,20 @@ def _subject_count(wf: Any) -> int | None:
     return len(list(values))
 
 
-def _play(planned: PlannedRun, profile: LatencyProfile, settings: BatchSettings) -> Playback:
+def _runner_overheads(settings: BatchSettings) -> Overheads | None:
+    """What the runner spends per job and per node on the run's backend, as measured."""
+    try:
+        return RunHistory().overheads(settings.backend or "")
+    except Exception:  # a broken history is no history
+        return None
+
+
+def _play(planned: PlannedRun, profile: LatencyProfile, settings: BatchSettings,
+          runner: Overheads | None) -> Playback:
     return play(planned.records, planned.plan, profile, maps=planned.maps,
-                poll_s=settings.poll_min_s)
+                poll_s=settings.poll_min_s,
+                node_overhead_s=runner.handoff_s if runner else 0.0,
+                job_setup_s=runner.setup_s if runner else 0.0)
 
 
 def _stages(planned: PlannedRun) -> list[StageShare]:
@@ -215,12 +235,12 @@ def _stages(planned: PlannedRun) -> list[StageShare]:
 
 
 def _what_if(planned: PlannedRun, profile: LatencyProfile, settings: BatchSettings,
-             now: Forecast) -> list[str]:
+             now: Forecast, runner: Overheads | None) -> list[str]:
     """The change of queue size that would change the makespan most (4x the vCPUs)."""
     lines = []
     if profile.max_vcpus and settings.backend != "local":
         bigger = replace(profile, max_vcpus=profile.max_vcpus * 4)
-        faster = _play(planned, bigger, settings).makespan_s
+        faster = _play(planned, bigger, settings, runner).makespan_s
         if faster < 0.9 * now.makespan_s[1]:
             lines.append(f"max-vcpus {bigger.max_vcpus} -> {_hours(faster)} instead of "
                          f"{_hours(now.makespan_s[1])}")
