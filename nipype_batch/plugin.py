@@ -488,6 +488,13 @@ class BatchPlugin(DistributedPluginBase):
 
     def _task_finished_cb(self, jobid: int, cached: bool = False) -> None:
         self._graph_changed = True
+        if cached and self._parts.collector is not None:
+            node_dir = self._output_dir_of(jobid)
+            run = self._packing.run_for(node_dir)
+            view = run.views.get(node_dir) if run is not None else None
+            if view is not None and view.job_id:  # done by this run's pack job
+                self._parts.collector.observe_committed(
+                    view, self._parts.flight.statuses.get(view.job_id))
         super()._task_finished_cb(jobid, cached=cached)
 
     def _clear_task(self, taskid: int) -> None:

@@ -84,3 +84,26 @@ def test_the_forecast_command_prints_text_and_json(tmp_path, capsys, monkeypatch
     data = json.loads(capsys.readouterr().out)
     assert data["platform"] == "fargate" and data["subjects"] == 2
     assert set(data["makespan_s"]) == {"low", "median", "high"}
+
+
+@pytest.mark.simulated
+@pytest.mark.parametrize("packing", ["auto", "off"])
+def test_the_forecast_plans_the_jobs_the_run_then_submits(tmp_path, packing):
+    """Run 2 subjects (the history), forecast 8, run 8: the same jobs, array children too."""
+    from nipype_batch.simulated import SimulatedStack
+
+    args = {"backend": "local", "packing": packing, "report": False, "job_overhead_s": 30.0}
+    stack = SimulatedStack(workers=2)
+    try:
+        _study(tmp_path / "two").run(plugin=stack.plugin(args))
+        predicted = nipype_batch.forecast(_study(tmp_path / "forecast"), args, subjects=8)
+        plugin = stack.plugin(args)
+        before = stack.cloud.api_calls.counts["batch.SubmitJob"]
+        _study(tmp_path / "eight", subjects=8).run(plugin=plugin)
+        submits = stack.cloud.api_calls.counts["batch.SubmitJob"] - before
+    finally:
+        stack.stop()
+    assert predicted.assumed == {}  # every node ran in the first run
+    assert (predicted.jobs, predicted.job_runs) == (submits, len(plugin.submitted_job_ids))
+    if packing == "auto":  # each subject's chain is one job; the MapNode's chunks an array
+        assert predicted.jobs == 8 + 1

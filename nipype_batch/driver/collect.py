@@ -35,6 +35,7 @@ class Collector:
         self.log_tails: dict[str, list[str]] = {}
         self.observations: list[Observation] = []  # for the run history
         self._materialised: set[str] = set()
+        self._observed: set[str] = set()  # node directories measured into the history
 
     def materialise_upstream(self, node: Any) -> None:
         """Upstream outputs must exist on the driver before Nipype checks a node's cache or
@@ -69,12 +70,21 @@ class Collector:
         return nipype_result(self._failure(job, status, fetched and runner.get("node_failed")),
                              hostname=runner.get("hostname"))
 
+    def observe_committed(self, job: SubmittedJob, status: JobStatus | None) -> None:
+        """A node of this run's pack that Nipype found done on the driver (its pack fetched
+        it with an earlier node) rather than collected: its measurements count too."""
+        runner = read_provenance(job.node_dir).get("runner", {})
+        if runner:
+            self._observe(job, runner, status or JobStatus(job.job_id, JobState.SUCCEEDED))
+
     def _observe(self, job: SubmittedJob, runner: dict[str, Any], status: JobStatus) -> None:
         """What the runner measured, for the run history (a MapNode's own job only collates
         its subnodes' results: its time is not the node's)."""
         timings = runner.get("timings") or {}
-        if job.is_mapnode or not job.history_key or "ran" not in timings:
+        if (job.is_mapnode or not job.history_key or "ran" not in timings
+                or job.node_dir in self._observed):
             return
+        self._observed.add(job.node_dir)
         self.observations.append(Observation(
             node=job.history_key, interface=job.interface,
             runtime_s=timings["ran"] - timings.get("staged_in", timings["ran"]),

@@ -133,7 +133,10 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
         set_subjects(wf, subjects)
     profile = profile_for(settings, max_vcpus)
     history = run_history()
-    planned = plan_run(wf, settings, history, profile.job_overhead_s() + settings.poll_min_s)
+    overhead = (settings.job_overhead_s if settings.job_overhead_s is not None
+                else profile.job_overhead_s() + settings.poll_min_s)  # as the plugin plans
+    planned = plan_run(wf, settings, history, overhead,
+                       max_vcpus=profile.max_vcpus if settings.backend == "local" else None)
     runner = _runner_overheads(settings)
     runs = [_play(planned, profile.with_seed(seed), settings, runner)
             for seed in range(max(1, seeds))]

@@ -52,8 +52,10 @@ def execution_graph(wf: Any) -> Any:
 
 
 def plan_run(wf: Any, settings: BatchSettings, history: list[NodeHistory],
-             job_overhead_s: float, base_image: str = "base") -> PlannedRun:
-    """Plan ``wf``'s jobs as the plugin would, with ``history`` for runtimes."""
+             job_overhead_s: float, base_image: str = "base",
+             max_vcpus: int | None = None) -> PlannedRun:
+    """Plan ``wf``'s jobs as the plugin would, with ``history`` for runtimes (and, as on
+    the local stack, ``max_vcpus`` for the largest pack)."""
     graph = execution_graph(wf)
     on_driver = {n for n in graph.nodes() if runs_on_driver(n, settings)}
 
@@ -64,7 +66,7 @@ def plan_run(wf: Any, settings: BatchSettings, history: list[NodeHistory],
 
     base_dir = next(iter(graph.nodes())).base_dir if graph.nodes() else None
     packing = Packing.for_graph(graph, settings, on_driver, compatible, "queue", history,
-                                job_overhead_s, base_dir)
+                                job_overhead_s, base_dir, max_vcpus=max_vcpus)
     known = {h.node for h in history}
     assumed: dict[str, str] = {}
     maps: dict[str, MapShape] = {}
