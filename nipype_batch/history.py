@@ -10,10 +10,12 @@ or unreadable is no history, never a failed run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -88,6 +90,7 @@ _COLUMNS = [f.name for f in fields(Observation)]
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS observations ({", ".join(_COLUMNS)});
 CREATE INDEX IF NOT EXISTS by_node ON observations (node, interface);
+CREATE TABLE IF NOT EXISTS forecasts (workflow, subjects, made_at, forecast);
 """
 
 
@@ -167,6 +170,28 @@ class RunHistory:
         """The node's history, if it ran before (and succeeded)."""
         return next((h for h in self.nodes() if (h.node, h.interface) == (node, interface)),
                     None)
+
+
+    def keep_forecast(self, workflow: str, subjects: int | None, forecast: dict) -> None:
+        """Keep a forecast made for ``workflow``, for the report of a run of it."""
+        with self._connect() as connection:
+            connection.execute("INSERT INTO forecasts VALUES (?, ?, ?, ?)",
+                               (workflow, subjects, time.time(), json.dumps(forecast)))
+
+    def forecast_for(self, workflow: str, subjects: int | None = None) -> dict | None:
+        """The latest forecast made for ``workflow`` (for ``subjects`` subjects if one was,
+        else any); None if none was made or the history cannot be read."""
+        if not self.path.exists():
+            return None
+        try:
+            with self._connect() as connection:
+                rows = connection.execute(
+                    "SELECT subjects, forecast FROM forecasts WHERE workflow = ? "
+                    "ORDER BY made_at DESC", (workflow,)).fetchall()
+        except sqlite3.Error:
+            return None
+        chosen = next((f for n, f in rows if n == subjects), rows[0][1] if rows else None)
+        return json.loads(chosen) if chosen else None
 
 
 def record_quietly(history: RunHistory, observations: list[Observation]) -> int:

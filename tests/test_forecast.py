@@ -51,6 +51,9 @@ def test_a_forecast_scales_a_study_from_the_run_history(tmp_path):
     assert low <= mid <= high and mid > 145  # at least the chain of node runtimes
     assert many.stages[0].stage == "study.fit" and many.stages[0].nodes == 40
     assert many.assumed == {}
+    # kept for the report of a run of the study, by its size
+    assert RunHistory().forecast_for("study", 40)["jobs"] == many.jobs
+    assert RunHistory().forecast_for("study", 2)["jobs"] == two.jobs
     text = many.text()
     assert "40 subjects" in text and "prices of" in text and "study.fit" in text
 

@@ -419,3 +419,42 @@ def test_cost_is_split_by_subject():
     assert [s[:2] for s in split] == [("_subject_01", 2), ("_subject_02", 1),
                                       ("(all subjects)", 1)]
     assert sum(s[2] for s in split) == pytest.approx(cost.total)
+
+
+def test_the_report_sets_the_forecast_made_for_the_workflow_beside_the_run(tmp_path):
+    from nipype_batch.history import RunHistory
+    from nipype_batch.report.cost import estimate, load_prices
+    from nipype_batch.report.html import render_html
+    from nipype_batch.report.model import Attempt, JobRow
+    from nipype_batch.report.write import forecast_for_run
+
+    def row(node, job, seconds):
+        return JobRow(node=node, node_dir="/w/" + node, job_id=job, job_name=job,
+                      state="SUCCEEDED", vcpus=1, memory_mb=1024, submitted_ms=0,
+                      stopped_ms=seconds * 1000, attempts=(Attempt(0, seconds * 1000, None),))
+
+    rows = [row("wf/_subject_01/fit", "a", 1800), row("wf/_subject_01/prep", "a", 1800),
+            row("wf/_subject_02/fit", "b", 3600)]
+    cost = estimate(rows, load_prices("ec2"))
+    assert forecast_for_run(rows, cost) is None  # none made: no section
+    assert "Forecast and this run" not in render_html(rows, cost, {}, "t")
+
+    def made(subjects, cost_usd):
+        return {"workflow": "wf", "subjects": subjects, "platform": "ec2", "jobs": 2,
+                "job_runs": 2, "makespan_s": {"low": 3000, "median": 3300, "high": 3900},
+                "vcpu_hours": 2.2, "gb_hours": 2.2, "cost": cost_usd}
+
+    history = RunHistory()
+    history.keep_forecast("wf", 2, made(2, 0.1))
+    history.keep_forecast("wf", 50, made(50, 9.9))  # later, for another study size
+    history.keep_forecast("other", 2, made(2, 5.0))
+    found = forecast_for_run(rows, cost)
+    assert found["cost"] == 0.1  # the one for as many subjects as the run had
+    page = render_html(rows, cost, {}, "t", forecast=found)
+    section = page.split("<h2>Forecast and this run</h2>")[1].split("<h2>")[0]
+    assert "<td>Jobs (array children counted)</td><td class=\"n\">2</td><td class=\"n\">2</td>" \
+        in section
+    assert "<td>vCPU-hours</td><td class=\"n\">2.200</td><td class=\"n\">2.000</td>" \
+        "<td class=\"n\">1.10</td>" in section  # 2.2 forecast, 2 run
+    assert "<td>Makespan</td><td class=\"n\">55.0 min (50.0 min - 65.0 min)</td>" \
+        "<td class=\"n\">60.0 min</td><td class=\"n\">0.92</td>" in section

@@ -8,6 +8,7 @@ profile's spread gives the range), and prices the jobs as the run report does.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,8 @@ from ..report.cost import load_prices
 from ..settings import BatchSettings
 from .playback import Playback, play
 from .workflow import PlannedRun, plan_run
+
+log = logging.getLogger("nipype_batch")
 
 DEFAULT_MAX_VCPUS = 64  # what `nipype-batch infra up` makes
 
@@ -54,6 +57,7 @@ class Forecast:
     assumed: dict[str, str] = field(default_factory=dict)  # stage -> what was assumed
     what_if: list[str] = field(default_factory=list)
     runner: Overheads | None = None  # measured setup per job, hand-off per node
+    workflow: str = ""
 
     @property
     def cost_per_subject(self) -> float | None:
@@ -93,6 +97,7 @@ class Forecast:
     def to_json(self) -> dict[str, Any]:
         """The forecast as JSON-able data (``nipype-batch forecast --json``)."""
         return {
+            "workflow": self.workflow,
             "subjects": self.subjects, "platform": self.platform, "max_vcpus": self.max_vcpus,
             "jobs": self.jobs, "job_runs": self.job_runs,
             "makespan_s": {"low": self.makespan_s[0], "median": self.makespan_s[1],
@@ -155,8 +160,13 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
         vcpu_hours=vcpu_h, gb_hours=gb_h,
         cost=(vcpu_h * prices.vcpu_hour + gb_h * prices.gb_hour) * discount,
         currency=prices.currency, prices_as_of=prices.as_of,
-        stages=_stages(planned), assumed=planned.assumed, runner=runner)
+        stages=_stages(planned), assumed=planned.assumed, runner=runner, workflow=wf.name)
     result.what_if = _what_if(planned, profile, settings, result, runner)
+    try:  # for the report of a run of this workflow; a forecast never fails for it
+        RunHistory().keep_forecast(wf.name, result.subjects, result.to_json())
+    except Exception as exc:
+        log.warning("The forecast could not be kept in the run history (%s): the run's "
+                    "report will not compare with it", exc)
     return result
 
 

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from html import escape
+from typing import Any
 
 from ..aws.status import JobState
 from .colours import COLOURS, RETRY_COLOUR
@@ -199,11 +200,47 @@ def _failures(rows: Sequence[JobRow], log_tails: Mapping[str, Sequence[str]]) ->
     return "\n".join(parts)
 
 
+def _forecast_section(forecast: Mapping[str, Any], rows: Sequence[JobRow], cost: CostEstimate,
+                      makespan_s: float | None) -> str:
+    """The forecast made for this workflow beside what the run did."""
+    subjects = len([s for s in cost.by_subject(rows) if s[0] != "(all subjects)"]) or None
+    span = forecast.get("makespan_s") or {}
+    p = cost.prices
+    platform = f"{p.platform}{' Spot' if p.spot else ''}"
+    items = [
+        ("Subjects", str(forecast.get("subjects") or "-"), str(subjects or "-"), None),
+        ("Platform", str(forecast.get("platform")), platform, None),
+        ("Jobs (array children counted)", str(forecast.get("job_runs")),
+         str(len({row.job_id for row in rows})), None),
+        ("Makespan", f"{format_seconds(span.get('median'))} ({format_seconds(span.get('low'))}"
+                     f" - {format_seconds(span.get('high'))})", format_seconds(makespan_s),
+         (span.get("median"), makespan_s)),
+        ("vCPU-hours", significant(forecast.get("vcpu_hours") or 0.0),
+         significant(cost.vcpu_hours), (forecast.get("vcpu_hours"), cost.vcpu_hours)),
+        ("GB-hours", significant(forecast.get("gb_hours") or 0.0), significant(cost.gb_hours),
+         (forecast.get("gb_hours"), cost.gb_hours)),
+        (f"Cost ({p.currency})", significant(forecast.get("cost") or 0.0),
+         significant(cost.total), (forecast.get("cost"), cost.total)),
+    ]
+    cells = []
+    for label, said, did, pair in items:
+        ratio = (f"{pair[0] / pair[1]:.2f}" if pair and pair[0] is not None and pair[1]
+                 else "")
+        cells.append(f"<tr><td>{escape(label)}</td><td class=\"n\">{escape(said)}</td>"
+                     f"<td class=\"n\">{escape(did)}</td><td class=\"n\">{ratio}</td></tr>")
+    return (f"<table><tr><th></th><th>Forecast</th><th>This run</th><th>Forecast / run</th>"
+            f"</tr>{''.join(cells)}</table>"
+            '<p class="note">The latest <code>nipype-batch forecast</code> made for this '
+            "workflow (for as many subjects, where one was): the makespan here runs from the "
+            "first submission to the last job's end.</p>")
+
+
 def render_html(
     rows: Sequence[JobRow],
     cost: CostEstimate,
     log_tails: Mapping[str, Sequence[str]],
     title: str,
+    forecast: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole report page.
 
@@ -213,6 +250,7 @@ def render_html(
     cost : their cost estimate
     log_tails : job id -> last log lines, shown for failed jobs
     title : what the run is (its work directory)
+    forecast : the forecast made for this workflow (``Forecast.to_json()``), if one was
     """
     summary = summarize(list(rows))
     cards = "".join([
@@ -245,6 +283,8 @@ and end (stoppedAt). An emulator may start the clock before the container does, 
 almost no queue wait.</p>
 <h2>Estimated cost</h2>
 {_cost_section(cost, list(rows))}
+{"<h2>Forecast and this run</h2>" + _forecast_section(forecast, rows, cost, summary.makespan_s)
+ if forecast else ""}
 <h2>Nodes</h2>
 {_nodes_table(rows, cost)}
 <p class="note">Peak memory is shown where it was measured: by the runner, or by Nipype's

@@ -14,6 +14,7 @@ from .collect import collect_jobs, crash_traceback
 from .cost import DEFAULT_PRICES, CostEstimate, Prices, estimate, load_prices
 from .gantt import gantt_bars
 from .html import render_html
+from .model import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,21 @@ class ReportPaths:
     png: Path | None  # None when matplotlib is not installed
     cost: CostEstimate
     jobs: int
+
+
+def forecast_for_run(rows: Sequence[JobRow], cost: CostEstimate) -> dict | None:
+    """The latest forecast made for the run's workflow (the top folder of its nodes), for as
+    many subjects if there is one; None if none was made (or the history cannot be read)."""
+    names = {row.node.split("/")[0] for row in rows}
+    if len(names) != 1:
+        return None
+    subjects = len([s for s in cost.by_subject(rows) if s[0] != "(all subjects)"]) or None
+    try:
+        from ..history import RunHistory
+
+        return RunHistory().forecast_for(names.pop(), subjects)
+    except Exception:  # the report never fails for a forecast
+        return None
 
 
 def write_report(
@@ -74,7 +90,8 @@ def write_report(
     out = Path(out_dir or work_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     html_path = out / HTML_NAME
-    html_path.write_text(render_html(rows, cost, tails, title or str(Path(work_dir).resolve())),
+    html_path.write_text(render_html(rows, cost, tails, title or str(Path(work_dir).resolve()),
+                                     forecast=forecast_for_run(rows, cost)),
                          encoding="utf-8")
     png_path: Path | None = out / PNG_NAME
     if len(rows) > PNG_MAX_JOBS:
