@@ -98,7 +98,6 @@ class BatchPlugin(DistributedPluginBase):
         self._jobids: dict[str, int] = {}  # and back, for the nodes of packs
         self._packing = Packing()
         self._updatehash = False
-        self._costed_to: dict[str, float] = {}  # pack job -> until when its cost is counted
         self._budget: Budget | None = None
         self._held_by_budget: set[int] = set()  # task ids whose jobs the budget held
         self.resumed_job_ids: list[str] = []
@@ -254,7 +253,7 @@ class BatchPlugin(DistributedPluginBase):
         stop = budget.stop
         self._fatal = BudgetExceededError(
             f"The run stopped at its budget: it has spent est. USD {significant(spent)} of "
-            f"budget_usd={budget.limit:g}, and the next job ({stop.next_job}, est. USD "
+            f"budget_usd={budget.limit:g}, and the next job (of {stop.next_job}, est. USD "
             f"{significant(stop.next_cost)}) would have passed it. "
             f"{sum(left.values())} of {len(self._node_states())} nodes are not done "
             f"({what_left}). "
@@ -480,11 +479,11 @@ class BatchPlugin(DistributedPluginBase):
         whole = self._parts.flight.statuses.get(job.job_id, status)
         if not whole.started_at:
             return
-        since = self._costed_to.get(job.job_id, whole.started_at)
+        since = self._cost.costed_to.get(job.job_id, whole.started_at)
         until = whole.stopped_at or time.time() * 1000
         if until > since:
             self._cost.add_collected(job, replace(whole, started_at=since, stopped_at=until))
-            self._costed_to[job.job_id] = until
+            self._cost.costed_to[job.job_id] = until
 
     def _task_finished_cb(self, jobid: int, cached: bool = False) -> None:
         self._graph_changed = True

@@ -138,3 +138,21 @@ def test_a_run_stopped_by_its_budget_submits_no_more_and_a_rerun_with_more_compl
     else:
         assert SUBJECTS - 3 <= len(rerun.submitted_job_ids) <= SUBJECTS - len(finished)
     assert_same_tree(tmp_path / "linear" / "independent", tmp_path / "batch" / "independent")
+
+
+def test_a_pack_s_cost_is_counted_once_while_its_other_nodes_run() -> None:
+    import time
+    from dataclasses import replace
+
+    from nipype_batch.driver.view import RunCost
+    from nipype_batch.platforms import PLATFORMS
+
+    cost = RunCost(PLATFORMS["ec2"])
+    job = _job("a", "wf.a").job
+    job.job_id = "pack"
+    an_hour_ago = (time.time() - 3600) * 1000
+    running = JobStatus("pack", JobState.RUNNING, started_at=int(an_hour_ago))
+    # its first node resolved after half an hour: that slice is collected, as the plugin does
+    cost.add_collected(job, replace(running, stopped_at=int(an_hour_ago + 1800_000)))
+    cost.costed_to["pack"] = an_hour_ago + 1800_000
+    assert cost.total([job], {"pack": running}) == pytest.approx(_cost(3600), rel=1e-3)

@@ -12,6 +12,7 @@ jobs finish or cancels them (``budget_action``), then ends with :class:`BudgetEx
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -113,13 +114,13 @@ class Budget:
                 projected = self.projected(spent_so_far, statuses)
             cost = self.expected_cost(item)
             if projected + cost > self.limit:
-                self.stop = BudgetStop(projected, item.job.node_name, cost)
+                self.stop = BudgetStop(projected, _where(item.job), cost)
                 self.held.append(item)
                 log.warning(
-                    "Budget: %s, est. %s %s, would take the run's spend from %s to %s, past "
-                    "budget_usd=%s: no more jobs are submitted", item.job.node_name,
+                    "Budget: the job of %s, est. %s %s, would take the run's spend from %s "
+                    "to %s, past budget_usd=%s: no more jobs are submitted", _where(item.job),
                     self.prices.currency, significant(cost), significant(projected),
-                    significant(projected + cost), significant(self.limit))
+                    significant(projected + cost), f"{self.limit:g}")
                 continue
             projected += cost
             admitted.append(item)
@@ -130,3 +131,9 @@ class Budget:
         """Nipype's tasks whose jobs were held: they never get a result."""
         return {taskid for item in self.held for taskid, _view in item.members
                 if taskid is not None}
+
+
+def _where(job: SubmittedJob) -> str:
+    """The node and its parameterisation folder (``_subject_03/brain_mask``)."""
+    parent = os.path.basename(os.path.dirname(job.node_dir))
+    return f"{parent}/{job.node_name}" if parent.startswith("_") else job.node_name

@@ -56,6 +56,7 @@ class RunCost:
         self.architecture = architecture
         self.prices: Prices | None = None
         self._collected = 0.0
+        self.costed_to: dict[str, float] = {}  # pack job -> until when it is in _collected
         self._loaded = False
 
     def load(self) -> Prices | None:
@@ -84,9 +85,16 @@ class RunCost:
             return None
         now_ms = time.time() * 1000
         jobs = {job.job_id: job for job in in_flight}.values()  # a pack's nodes share one
-        running = sum(job_cost(job, status.started_at, status.stopped_at or now_ms, prices)
-                      for job in jobs
-                      if (status := statuses.get(job.job_id)) is not None and status.started_at)
+        running = 0.0
+        for job in jobs:
+            status = statuses.get(job.job_id)
+            if status is None or not status.started_at:
+                continue
+            # a pack's job: the part before its last collected node is counted already
+            since = max(status.started_at, self.costed_to.get(job.job_id, 0.0))
+            until = status.stopped_at or now_ms
+            if until > since:
+                running += job_cost(job, since, until, prices)
         return (self._collected + running) * (1 - prices.spot_discount if prices.spot else 1)
 
     def so_far(self, in_flight: Iterable[SubmittedJob],
