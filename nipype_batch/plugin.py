@@ -155,10 +155,13 @@ class BatchPlugin(DistributedPluginBase):
         # Batch on its own adaptive schedule (poll_min_s..poll_max_s).
         config = copy.deepcopy(config)
         config["execution"]["poll_sleep_duration"] = str(min(LOOP_TICK_S, self.settings.poll_min_s))
+        every_node_done = False
         try:
-            return super().run(graph, config, updatehash=updatehash)
+            result = super().run(graph, config, updatehash=updatehash)
+            every_node_done = True
+            return result
         finally:
-            self._parts.flight.cancel(self.run_id)
+            self._parts.flight.cancel(self.run_id, untracked=not every_node_done)
             self._parts.record_history()
             if self._held_records is not None:  # the run ended before its first check
                 self._held_records.hand_over()
@@ -241,9 +244,11 @@ class BatchPlugin(DistributedPluginBase):
         if budget is None or budget.stop is None or self._fatal is not None:
             return
         cancel = self.settings.budget_action == "cancel"
-        if not cancel and self._parts.flight.jobs:
-            return
         flight = self._parts.flight
+        if not cancel and not flight.jobs and flight.open_jobs and flight.due():
+            flight.refresh()  # a pack's job no task waits for: it still runs nodes
+        if not cancel and (flight.jobs or flight.open_jobs):
+            return
         spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
         left: dict[str, int] = {}
         for state in self._node_states():

@@ -156,3 +156,64 @@ def test_a_pack_s_cost_is_counted_once_while_its_other_nodes_run() -> None:
     cost.add_collected(job, replace(running, stopped_at=int(an_hour_ago + 1800_000)))
     cost.costed_to["pack"] = an_hour_ago + 1800_000
     assert cost.total([job], {"pack": running}) == pytest.approx(_cost(3600), rel=1e-3)
+
+
+def _slow(x):
+    import time
+
+    time.sleep(0.5)
+    return x
+
+
+def _chains(base: Path, subjects: int):
+    """Each subject a chain of three nodes: packed into one job, whose later nodes Nipype
+    asks for only after the first one's result came home."""
+    from nipype import Function, IdentityInterface, Node, Workflow
+
+    wf = Workflow(name="chains", base_dir=str(base))
+    source = Node(IdentityInterface(fields=["x"]), name="source")
+    source.iterables = ("x", list(range(subjects)))
+    previous, field = source, "x"
+    for name in ("first", "second", "third"):
+        node = Node(Function(input_names=["x"], output_names=["y"], function=_slow), name=name)
+        wf.connect(previous, field, node, "x")
+        previous, field = node, "y"
+    return wf
+
+
+@pytest.mark.simulated
+def test_finish_waits_for_a_pack_s_job_that_no_node_waits_for_yet(tmp_path, simulated) -> None:
+    # one job per subject (three nodes); two fit the budget
+    two_packs = usage_cost(1, 2048, 3 * SHORT_NODE_S, PRICES) * 2.5
+    plugin = simulated.plugin({"report": False, "job_overhead_s": 60.0,
+                               "budget_usd": two_packs})
+    with pytest.raises(BudgetExceededError, match="finished and their results are kept"):
+        _chains(tmp_path, 4).run(plugin=plugin)
+    assert len(plugin.submitted_job_ids) == 2
+    jobs = [simulated.batch.jobs[i] for i in plugin.submitted_job_ids]
+    assert [job.status for job in jobs] == ["SUCCEEDED", "SUCCEEDED"]  # not left running
+    assert len(list(tmp_path.rglob("result_third.pklz"))) == 2  # each pack's last node home
+
+
+def test_a_stopped_run_terminates_the_jobs_no_node_waits_for_yet_unless_all_is_done() -> None:
+    from nipype_batch.driver.poll import JobsInFlight
+
+    class Batch:
+        terminated: list[str] = []
+
+        def describe(self, ids):
+            known = {"ended": JobState.SUCCEEDED, "packing": JobState.RUNNING}
+            return {i: JobStatus(i, known[i]) for i in ids if i in known}
+
+        def terminate(self, ids, reason):
+            self.terminated += ids
+            return []
+
+    batch = Batch()
+    flight = JobsInFlight(batch, BatchSettings(), journal=None)
+    flight.open_jobs = {"ended", "packing", "unknown"}
+    flight.cancel("run", untracked=False)  # every node done: what is open is only exiting
+    assert batch.terminated == []
+    flight.open_jobs = {"ended", "packing", "unknown"}
+    flight.cancel("run")
+    assert batch.terminated == ["packing", "unknown"] and flight.open_jobs == set()

@@ -59,6 +59,9 @@ class JobsInFlight:
         self.polls = 0  # each one DescribeJobs per 100 jobs or arrays
         self.submitted_job_ids: list[str] = []
         self.array_job_ids: list[str] = []
+        # Jobs (or arrays) this driver submitted and has not seen end, whether or not a task
+        # waits for them now: a pack's job runs on between the nodes Nipype has asked for.
+        self.open_jobs: set[str] = set()
 
     def track(self, taskid: int, job: SubmittedJob, submitted: bool = True) -> None:
         """Wait for ``job`` (one node's view of it: a pack's nodes share one job);
@@ -111,7 +114,11 @@ class JobsInFlight:
         self.polls += 1
         in_flight = list(self.jobs.values())
         top = {job.array_job_id or job.job_id for job in in_flight}
-        for job_id, status in self.batch.describe(top).items():
+        for job_id, status in self.batch.describe(top | self.open_jobs).items():
+            if status.state.done:
+                self.open_jobs.discard(job_id)
+            if job_id not in top:
+                continue  # open, but no task waits for it now
             if job_id in self.array_statuses or status.array_summary is not None:
                 self.array_statuses[job_id] = status
             else:
@@ -212,11 +219,23 @@ class JobsInFlight:
                 states[job.node_dir] = JobState.SUBMITTED
         return states
 
-    def cancel(self, run_id: str) -> None:
-        """Terminate every job still in flight (an array's children go with it)."""
-        if not self.jobs:
-            return
+    def cancel(self, run_id: str, untracked: bool = True) -> None:
+        """Terminate every job still in flight (an array's children go with it): those tasks
+        wait for and, with ``untracked``, those this driver submitted that no task waits for
+        now but that have not ended (a pack's job between the nodes Nipype asked for; after a
+        run whose every node is done, such a job is only exiting)."""
         ids = list(dict.fromkeys(job.array_job_id or job.job_id for job in self.jobs.values()))
+        untracked = (self.open_jobs - set(ids)) if untracked else set()
+        if untracked:
+            try:
+                described = self.batch.describe(untracked)
+            except Exception:  # unknown: terminate them all (a finished job ignores it)
+                described = {}
+            ids += sorted(i for i in untracked
+                          if i not in described or not described[i].state.done)
+        self.open_jobs.clear()
+        if not ids:
+            return
         log.warning("Run stopped with %d jobs in flight: terminating %s", len(ids), ", ".join(ids))
         left = self.batch.terminate(ids, reason=f"nipype-batch run {run_id} stopped")
         if left:

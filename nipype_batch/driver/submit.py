@@ -234,6 +234,7 @@ class Submitter:
             job.job_name, job.queue, job.definition, job.resources,
             {**item.environment, PAYLOAD_ENV: payload_uri}, item.tags,
         )
+        self.flight.open_jobs.add(job_id)
         self._track(item, job_id)
         self._again[job_id] = (payload_uri, item.environment, item.tags, item.members)
         what = (f"{len(item.members)} nodes from {item.tags['nipype-batch:node']}"
@@ -266,6 +267,7 @@ class Submitter:
             {**group[0].environment, PAYLOAD_ENV: template}, tags, array_size=len(group),
         )
         self.flight.array_job_ids.append(array_id)
+        self.flight.open_jobs.add(array_id)
         for index, item in enumerate(group):
             self._track(item, child_job_id(array_id, index), array_id, index)
             self._again[child_job_id(array_id, index)] = (
@@ -332,6 +334,7 @@ class Submitter:
             if taskid is not None:
                 self.flight.track(taskid, view)
         self.flight.submitted_job_ids.append(job_id)
+        self.flight.open_jobs.add(job_id)
         self._again[job_id] = (payload_uri, environment, tags, members)
         return job_id
 

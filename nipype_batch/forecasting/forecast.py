@@ -58,6 +58,7 @@ class Forecast:
     what_if: list[str] = field(default_factory=list)
     runner: Overheads | None = None  # measured setup per job, hand-off per node
     workflow: str = ""
+    backend: str = "aws"
 
     @property
     def cost_per_subject(self) -> float | None:
@@ -80,8 +81,8 @@ class Forecast:
         lines.append(
             f"  runner     {self.runner.setup_s:.1f} s per job, {self.runner.handoff_s:.1f} s "
             f"per node besides their runs (measured by {self.runner.jobs} jobs)"
-            if self.runner else "  runner     its own time per job not measured on this "
-            "backend yet (none assumed): a first run measures it")
+            if self.runner else f"  runner     its own time not measured on {self.backend!r} "
+            "yet: none assumed (a first run measures it)")
         if self.stages:
             lines.append("  largest steps (share of node time):")
             lines += [f"    {s.stage}: {s.share:.0%} ({s.nodes} nodes, {s.node_hours:.2f} h)"
@@ -160,7 +161,8 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
         vcpu_hours=vcpu_h, gb_hours=gb_h,
         cost=(vcpu_h * prices.vcpu_hour + gb_h * prices.gb_hour) * discount,
         currency=prices.currency, prices_as_of=prices.as_of,
-        stages=_stages(planned), assumed=planned.assumed, runner=runner, workflow=wf.name)
+        stages=_stages(planned), assumed=planned.assumed, runner=runner, workflow=wf.name,
+        backend=settings.backend or "aws")
     result.what_if = _what_if(planned, profile, settings, result, runner)
     try:  # for the report of a run of this workflow; a forecast never fails for it
         RunHistory().keep_forecast(wf.name, result.subjects, result.to_json())
