@@ -124,19 +124,23 @@ class RunHistory:
                 f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
         return len(rows)
 
+    def _read(self, query: str, parameters: tuple) -> list[tuple]:
+        """Rows of ``query``; none if the file is missing or cannot be read (quietly: a
+        forecast or a report goes on without them)."""
+        if not self.path.exists():
+            return []
+        try:
+            with self._connect() as connection:
+                return connection.execute(query, parameters).fetchall()
+        except sqlite3.Error:
+            return []
+
     def overheads(self, backend: str) -> Overheads | None:
         """The runner's setup per job and hand-off per node on ``backend``, as measured by
         its recent jobs; None if none measured them (or the file cannot be read)."""
-        if not self.path.exists():
-            return None
-        try:
-            with self._connect() as connection:
-                rows = connection.execute(
-                    "SELECT setup_s, handoff_s FROM observations WHERE backend = ? AND "
-                    "succeeded AND (setup_s IS NOT NULL OR handoff_s IS NOT NULL) "
-                    "ORDER BY recorded_at DESC LIMIT ?", (backend, RECENT)).fetchall()
-        except sqlite3.Error:
-            return None
+        rows = self._read("SELECT setup_s, handoff_s FROM observations WHERE backend = ? AND "
+                          "succeeded AND (setup_s IS NOT NULL OR handoff_s IS NOT NULL) "
+                          "ORDER BY recorded_at DESC LIMIT ?", (backend, RECENT))
         setups = [s for s, _h in rows if s is not None]
         handoffs = [h for _s, h in rows if h is not None]
         if not setups and not handoffs:
@@ -181,15 +185,8 @@ class RunHistory:
     def forecast_for(self, workflow: str, subjects: int | None = None) -> dict | None:
         """The latest forecast made for ``workflow`` (for ``subjects`` subjects if one was,
         else any); None if none was made or the history cannot be read."""
-        if not self.path.exists():
-            return None
-        try:
-            with self._connect() as connection:
-                rows = connection.execute(
-                    "SELECT subjects, forecast FROM forecasts WHERE workflow = ? "
-                    "ORDER BY made_at DESC", (workflow,)).fetchall()
-        except sqlite3.Error:
-            return None
+        rows = self._read("SELECT subjects, forecast FROM forecasts WHERE workflow = ? "
+                          "ORDER BY made_at DESC", (workflow,))
         chosen = next((f for n, f in rows if n == subjects), rows[0][1] if rows else None)
         return json.loads(chosen) if chosen else None
 
