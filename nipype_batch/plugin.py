@@ -233,9 +233,14 @@ class BatchPlugin(DistributedPluginBase):
         assert self._budget is not None
         flight = self._parts.flight
         spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
-        admitted = self._budget.admit(prepared, spent, flight.statuses)
+        admitted = self._budget.admit(prepared, spent, flight.statuses, self._open_job_ids())
         self._held_by_budget = self._budget.held_taskids()
         return admitted
+
+    def _open_job_ids(self) -> set[str]:
+        """Jobs (or arrays) in flight: waited for by a task, or not seen to end."""
+        flight = self._parts.flight
+        return {j.array_job_id or j.job_id for j in flight.jobs.values()} | flight.open_jobs
 
     def _check_budget(self) -> None:
         """Once the budget stopped submissions: end the run, after the running jobs ended
@@ -461,6 +466,12 @@ class BatchPlugin(DistributedPluginBase):
             try:
                 bigger = fargate_fit(replace(job.resources, memory_mb=bigger)).memory_mb
             except ConfigurationError:
+                return False
+        if self._budget is not None:
+            flight = self._parts.flight
+            spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
+            if not self._budget.admit_again(job, bigger, spent, flight.statuses,
+                                            self._open_job_ids()):
                 return False
         old_id, old_memory = job.job_id, job.resources.memory_mb
         if not job.in_pack:

@@ -39,29 +39,44 @@ def _cost(seconds: float, vcpus: int = 1, memory_mb: int = 2048) -> float:
 def test_jobs_are_admitted_until_the_next_would_pass_the_budget_then_none() -> None:
     budget = Budget(_cost(100) * 3.5, PRICES, {"wf.slow": 100.0}, SHORT_NODE_S)
     jobs = [_job(f"slow{i}", "wf.slow") for i in range(5)]
-    admitted = budget.admit(jobs, 0.0, {})
+    admitted = budget.admit(jobs, 0.0, {}, set())
     assert [j.job.node_name for j in admitted] == ["slow0", "slow1", "slow2"]
     assert budget.stop is not None and budget.stop.next_job == "slow3"
     assert budget.stop.spent == pytest.approx(_cost(100) * 3)
     # stopped for good: a cheap job later is held too, as are the ones refused
-    assert budget.admit([_job("cheap", "wf.unknown")], 0.0, {}) == []
+    assert budget.admit([_job("cheap", "wf.unknown")], 0.0, {}, set()) == []
     assert [j.job.node_name for j in budget.held] == ["slow3", "slow4", "cheap"]
 
 
 def test_the_projection_counts_what_running_jobs_still_owe_and_what_ended_billed() -> None:
     budget = Budget(1.0, PRICES, {"wf.a": 3600.0}, SHORT_NODE_S)  # an hour: USD 0.0425
-    [first] = budget.admit([_job("a0", "wf.a")], 0.0, {})
+    [first] = budget.admit([_job("a0", "wf.a")], 0.0, {}, set())
     first.job.job_id = "job-1"
     hour = _cost(3600)
-    assert budget.projected(0.0, {}) == pytest.approx(hour)  # submitted, not started
+    open_ids = {"job-1"}
+    assert budget.projected(0.0, {}, open_ids) == pytest.approx(hour)  # not started yet
     import time
 
     half_an_hour_ago = (time.time() - 1800) * 1000
     running = {"job-1": JobStatus("job-1", JobState.RUNNING, started_at=int(half_an_hour_ago))}
     # half billed (in the spend so far), half still to come
-    assert budget.projected(hour / 2, running) == pytest.approx(hour, rel=1e-3)
+    assert budget.projected(hour / 2, running, open_ids) == pytest.approx(hour, rel=1e-3)
     done = {"job-1": JobStatus("job-1", JobState.SUCCEEDED, started_at=1, stopped_at=2)}
-    assert budget.projected(0.123, done) == 0.123  # billed in full, in the spend
+    assert budget.projected(0.123, done, open_ids) == 0.123  # billed in full, in the spend
+    # collected and forgotten (no status, no longer open): in the spend too
+    budget._expected.append((first.job, hour))
+    assert budget.projected(0.123, {}, set()) == 0.123
+
+
+def test_a_job_killed_for_memory_goes_again_only_within_the_budget() -> None:
+    budget = Budget(_cost(100, memory_mb=4096) * 1.5, PRICES, {"wf.big": 100.0}, SHORT_NODE_S)
+    [killed] = budget.admit([_job("big", "wf.big")], 0.0, {}, set())
+    killed.job.job_id = "oom"
+    # its first attempt billed 100 s at 2 GiB; at 4 GiB it is expected to cost _cost(100, 4096)
+    assert not budget.admit_again(killed.job, 8192, _cost(100), {}, set())
+    assert budget.stop is not None and budget.stop.next_job == "big"
+    roomy = Budget(1.0, PRICES, {"wf.big": 100.0}, SHORT_NODE_S)
+    assert roomy.admit_again(killed.job, 4096, _cost(100), {}, set())
 
 
 def test_a_node_without_history_is_assumed_short_and_a_pack_runs_its_nodes_in_turn() -> None:

@@ -73,22 +73,26 @@ class Budget:
 
     def expected_cost(self, item: PreparedJob) -> float:
         """What the job is expected to bill: its nodes one after the other, and the setup."""
-        members = [view for _taskid, view in item.members] or [item.job]
+        return self._cost([view for _taskid, view in item.members] or [item.job],
+                          item.job.resources.vcpus, item.job.resources.memory_mb)
+
+    def _cost(self, nodes: list[SubmittedJob], vcpus: float, memory_mb: int) -> float:
         seconds = self.setup_s + sum(
             self.runtimes.get(view.history_key, self.default_runtime_s) + self.handoff_s
-            for view in members)
-        resources = item.job.resources
-        return usage_cost(resources.vcpus, resources.memory_mb, seconds,
-                          self.prices) * self._discount()
+            for view in nodes)
+        return usage_cost(vcpus, memory_mb, seconds, self.prices) * self._discount()
 
-    def projected(self, spent_so_far: float, statuses: Mapping[str, JobStatus]) -> float:
-        """The spend so far plus what the submitted, unfinished jobs are still expected to
-        bill (their expected cost less what they billed already)."""
+    def projected(self, spent_so_far: float, statuses: Mapping[str, JobStatus],
+                  open_ids: set[str]) -> float:
+        """The spend so far plus what the submitted jobs still open (``open_ids``: in flight,
+        by job or array id) are expected to bill (their expected cost less what they billed
+        already)."""
         now_ms = time.time() * 1000
         remaining, unfinished = 0.0, []
         for job, expected in self._expected:
             status = statuses.get(job.job_id)
-            if status is not None and status.state.done:
+            if (job.array_job_id or job.job_id) not in open_ids or (
+                    status is not None and status.state.done):
                 continue  # billed in full: counted in the spend so far
             billed = 0.0
             if status is not None and status.started_at:
@@ -101,7 +105,7 @@ class Budget:
         return spent_so_far + remaining
 
     def admit(self, prepared: Iterable[PreparedJob], spent_so_far: float,
-              statuses: Mapping[str, JobStatus]) -> list[PreparedJob]:
+              statuses: Mapping[str, JobStatus], open_ids: set[str]) -> list[PreparedJob]:
         """The jobs that fit the budget, in order; once one does not, it and every later
         job are held (the run submits nothing more)."""
         admitted: list[PreparedJob] = []
@@ -111,7 +115,7 @@ class Budget:
                 self.held.append(item)
                 continue
             if projected is None:
-                projected = self.projected(spent_so_far, statuses)
+                projected = self.projected(spent_so_far, statuses, open_ids)
             cost = self.expected_cost(item)
             if projected + cost > self.limit:
                 self.stop = BudgetStop(projected, _where(item.job), cost)
@@ -126,6 +130,23 @@ class Budget:
             admitted.append(item)
             self._expected.append((item.job, cost))
         return admitted
+
+    def admit_again(self, job: SubmittedJob, memory_mb: int, spent_so_far: float,
+                    statuses: Mapping[str, JobStatus], open_ids: set[str]) -> bool:
+        """Whether a job killed for memory may go again with ``memory_mb`` (its nodes run
+        again); if not, the budget stops the run as for a new job."""
+        if self.stopped:
+            return False
+        projected = self.projected(spent_so_far, statuses, open_ids)
+        cost = self._cost([job], job.resources.vcpus, memory_mb)
+        if projected + cost > self.limit:
+            self.stop = BudgetStop(projected, _where(job), cost)
+            log.warning("Budget: %s again with %d MiB, est. %s %s, would pass budget_usd=%s: "
+                        "it is not submitted again", _where(job), memory_mb,
+                        self.prices.currency, significant(cost), f"{self.limit:g}")
+            return False
+        self._expected.append((job, cost))
+        return True
 
     def held_taskids(self) -> set[int]:
         """Nipype's tasks whose jobs were held: they never get a result."""
