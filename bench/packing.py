@@ -207,7 +207,7 @@ def _in_order(records: list[PlanNode]) -> list[PlanNode]:
 
 def play_back(mode: str, args: argparse.Namespace, profile: LatencyProfile) -> Row:
     """One run played in virtual time (median makespan of the seeds)."""
-    settings = BatchSettings(packing=mode)
+    settings = BatchSettings(packing=mode, pack_target_s=args.pack_target_s)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nipype-batch-packing-") as tmp:
         wf, history = workflow_for(args, f"{tmp}/work")
@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workflow", default="fmriprep", choices=["fmriprep", "dmri"],
                         help="playback: the synthetic workflow, or the DIPY study with the "
                         "runtimes its earlier runs left in the run history")
+    parser.add_argument("--pack-target-s", type=float,
+                        default=BatchSettings.__dataclass_fields__["pack_target_s"].default,
+                        help="the planner's pack_target_s (playback engine)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="playback: seeds of the profile's delays (median shown)")
     parser.add_argument("--timeline", metavar="PREFIX",

@@ -2,8 +2,12 @@
 
 Shared by the simulated Batch (:mod:`nipype_batch.local.simulated_batch`, which runs the
 jobs) and the forecast (:mod:`nipype_batch.forecasting`, which only plays them back), so both
-place jobs the same way: first come first served (a job that does not fit holds the ones
-behind it, as at the head of a Batch queue), hosts of the profile's size launched for the
+place jobs the same way: a RUNNABLE job is considered once the scheduler's delay (the
+profile's RUNNABLE -> STARTING) has passed, holding no vCPUs meanwhile (AWS: "Resources are
+locked once the job moves to STARTING and are then unlocked when the job moves to SUCCEEDED or
+FAILED", https://docs.aws.amazon.com/batch/latest/userguide/resource-aware-scheduling-how-to-for-jobs.html);
+then first come first served (a job that does not fit holds the ones behind it, as at the
+head of a Batch queue), hosts of the profile's size launched for the
 vCPUs that wait up to the queue's ``max_vcpus``, each ready after its launch delay; on Fargate
 a host of the job's own size per job. Only vCPUs count as capacity (memory does not), and a
 launched host stays (no scale-in).
@@ -11,6 +15,8 @@ launched host stays (no scale-in).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -49,14 +55,17 @@ class Capacity:
 
     ``on_launch(host)`` is called for each host launched (the caller wakes at
     ``host.ready_at`` to place again); ``on_placed(job, starting_at)`` for each job placed,
-    with the simulated time its placement delay ends (it then goes STARTING).
+    with the simulated time it goes STARTING (on Fargate, once its host is up).
     """
 
     def __init__(self, profile: LatencyProfile, on_launch: Callable[[Host], None],
                  on_placed: Callable[[Any, float], None]) -> None:
         self.profile = profile
         self.hosts: list[Host] = []
-        self.runnable: deque[Placeable] = deque()  # waiting for room, first come first
+        self.runnable: deque[Placeable] = deque()  # considered, waiting for room, in order
+        # RUNNABLE jobs the scheduler has not considered yet: (when it will, order, job)
+        self.pending: list[tuple[float, int, Placeable]] = []
+        self._order = itertools.count()
         self.waiting_vcpus = 0.0  # what the RUNNABLE jobs ask for
         self.in_use = 0.0  # vCPUs of the jobs placed and not yet exited
         self._on_launch = on_launch
@@ -73,20 +82,37 @@ class Capacity:
             limit = min(limit, self.profile.host_vcpus or math.inf)
         return vcpus <= limit
 
-    def enqueue(self, job: Placeable) -> None:
-        """A job became RUNNABLE."""
-        self.runnable.append(job)
+    def enqueue(self, job: Placeable, now: float) -> float:
+        """A job became RUNNABLE at ``now``; return when the scheduler considers it (the
+        caller places again then)."""
+        considered = now + self.profile.runnable_to_starting.draw(job.rng)
+        heapq.heappush(self.pending, (considered, next(self._order), job))
         self.waiting_vcpus += job.vcpus
+        return considered
 
     def withdraw(self, job: Placeable) -> None:
         """A RUNNABLE job was terminated."""
         if job in self.runnable:
             self.runnable.remove(job)
             self.waiting_vcpus -= job.vcpus
+            return
+        for index, (_at, _n, each) in enumerate(self.pending):
+            if each is job:
+                self.pending.pop(index)
+                heapq.heapify(self.pending)
+                self.waiting_vcpus -= job.vcpus
+                return
+
+    @property
+    def waiting(self) -> list[Placeable]:
+        """Every RUNNABLE job, considered or not."""
+        return [*self.runnable, *(job for _at, _n, job in sorted(self.pending))]
 
     def place(self, now: float) -> bool:
         """Put RUNNABLE jobs on hosts with room, launching hosts as the queue allows; True if
         a job was placed with no delay left (to apply on this pass)."""
+        while self.pending and self.pending[0][0] <= now:
+            self.runnable.append(heapq.heappop(self.pending)[2])
         placed_now = False
         while self.runnable:
             job = self.runnable[0]
@@ -98,10 +124,11 @@ class Capacity:
             self.in_use += job.vcpus
             host.used += job.vcpus
             job.host = host
-            starting = max(now, host.ready_at) + self.profile.runnable_to_starting.draw(job.rng)
+            starting = max(now, host.ready_at)
             self._on_placed(job, starting)
             placed_now |= starting <= now
-        if self.runnable and not self.profile.host_per_job:
+        if ((self.runnable or self.pending) and not self.profile.host_per_job
+                and self.profile.host_vcpus is not None):  # else one host holds everything
             self._scale_up(now)
         return placed_now
 

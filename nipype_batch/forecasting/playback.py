@@ -34,8 +34,9 @@ from ..capacity import Capacity, Host
 from ..latency import LatencyProfile
 from ..packing import PackPlan, PlanNode
 
-# events after which a RUNNABLE job may find room: one arrives, a host is ready, one leaves
-_CAPACITY_CHANGES = frozenset({"runnable", "host_ready", "exit"})
+# events after which a RUNNABLE job may find room (one arrives: hosts scale up; the
+# scheduler considers one; a host is ready; one leaves)
+_CAPACITY_CHANGES = frozenset({"runnable", "considered", "host_ready", "exit"})
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class _Playback:
                 self.capacity.place(when)
         missing = set(self.nodes) - set(self.finished)
         if missing:
-            stuck = [j for j in self.capacity.runnable]
+            stuck = self.capacity.waiting
             raise ValueError(f"{len(missing)} nodes never ran (e.g. {sorted(missing)[0]!r}); "
                              f"{len(stuck)} jobs left RUNNABLE")
         makespan = max(self.finished.values(), default=0.0)
@@ -249,7 +250,10 @@ class _Playback:
         heapq.heappush(self.events, (when, next(self.tie), action, subject))
 
     def _on_runnable(self, job: PlayedJob, at: float) -> None:
-        self.capacity.enqueue(job)
+        self._at(self.capacity.enqueue(job, at), "considered", job)
+
+    def _on_considered(self, job: PlayedJob, at: float) -> None:
+        pass  # the scheduler's delay is over: placed by the pass after this event
 
     def _on_host_ready(self, host: Host, at: float) -> None:
         pass  # placed by the pass after every event

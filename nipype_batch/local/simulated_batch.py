@@ -382,7 +382,10 @@ class SimulatedBatch:
         if not self.capacity.fits(job.vcpus):
             job.reason = TOO_LARGE  # stays RUNNABLE, as Batch leaves it
             return
-        self.capacity.enqueue(job)
+        self._at(self.capacity.enqueue(job, at), "considered", job)
+
+    def _on_considered(self, job: SimulatedJob, at: float) -> None:
+        pass  # the scheduler's delay is over: placed by the pass after every event
 
     def _on_host_ready(self, host: Host, at: float) -> None:
         pass  # its jobs are placed by _place on this pass
