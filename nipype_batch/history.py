@@ -191,6 +191,15 @@ class RunHistory:
         return json.loads(chosen) if chosen else None
 
 
+def measured_overheads(backend: str) -> Overheads | None:
+    """The runner's measured time on ``backend`` (see :meth:`RunHistory.overheads`); None,
+    never an error, when the history cannot say."""
+    try:
+        return RunHistory().overheads(backend)
+    except Exception:  # a broken history is no history
+        return None
+
+
 def record_quietly(history: RunHistory, observations: list[Observation]) -> int:
     """Record a run's observations; a history that cannot be written is only a warning."""
     try:

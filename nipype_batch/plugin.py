@@ -43,7 +43,7 @@ from .driver.run_log import LOG_NAME, RunLog, hold_nipype_records, show_our_log,
 from .driver.submit import PackNode
 from .driver.view import NodeState, RunCost, stage_rows, summary_lines, write_run_report
 from .errors import BatchJobError, BudgetExceededError, ConfigurationError
-from .history import RunHistory
+from .history import measured_overheads
 from .images.publish import PublishedImage
 from .platforms import PLATFORMS
 from .preflight import preflight
@@ -220,10 +220,7 @@ class BatchPlugin(DistributedPluginBase):
                 f"{self.settings.platform!r}, which could not be read"
                 + (f" (they are in {prices.currency})" if prices is not None else "")
                 + ": check nipype_batch/report/prices.json, or run without budget_usd.")
-        try:
-            runner = RunHistory().overheads(self.settings.backend or "")
-        except Exception:  # a broken history is no history
-            runner = None
+        runner = measured_overheads(self.settings.backend or "")
         return Budget(limit, prices, {h.node: h.median_runtime_s for h in history},
                       SHORT_NODE_S, setup_s=runner.setup_s if runner else 0.0,
                       handoff_s=runner.handoff_s if runner else 0.0)
@@ -231,11 +228,15 @@ class BatchPlugin(DistributedPluginBase):
     def _admit(self, prepared: list[Any]) -> list[Any]:
         """The pass's jobs that the budget lets through; the others are held for good."""
         assert self._budget is not None
-        flight = self._parts.flight
-        spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
-        admitted = self._budget.admit(prepared, spent, flight.statuses, self._open_job_ids())
+        admitted = self._budget.admit(prepared, self._spent(), self._parts.flight.statuses,
+                                      self._open_job_ids())
         self._held_by_budget = self._budget.held_taskids()
         return admitted
+
+    def _spent(self) -> float:
+        """The run's cost so far, as the progress line shows it."""
+        flight = self._parts.flight
+        return self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
 
     def _open_job_ids(self) -> set[str]:
         """Jobs (or arrays) in flight: waited for by a task, or not seen to end."""
@@ -254,9 +255,10 @@ class BatchPlugin(DistributedPluginBase):
             flight.refresh()  # a pack's job no task waits for: it still runs nodes
         if not cancel and (flight.jobs or flight.open_jobs):
             return
-        spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
+        spent = self._spent()
+        states = self._node_states()
         left: dict[str, int] = {}
-        for state in self._node_states():
+        for state in states:
             if not (state.done or state.failed or state.skipped):
                 left[state.stage] = left.get(state.stage, 0) + 1
         what_left = ", ".join(f"{stage}: {n}" for stage, n in sorted(left.items()))
@@ -265,7 +267,7 @@ class BatchPlugin(DistributedPluginBase):
             f"The run stopped at its budget: it has spent est. USD {significant(spent)} of "
             f"budget_usd={budget.limit:g}, and the next job (of {stop.next_job}, est. USD "
             f"{significant(stop.next_cost)}) would have passed it. "
-            f"{sum(left.values())} of {len(self._node_states())} nodes are not done "
+            f"{sum(left.values())} of {len(states)} nodes are not done "
             f"({what_left}). "
             + ("The jobs running then were cancelled (budget_action='cancel'). " if cancel
                else "The jobs running then finished and their results are kept. ")
@@ -467,12 +469,9 @@ class BatchPlugin(DistributedPluginBase):
                 bigger = fargate_fit(replace(job.resources, memory_mb=bigger)).memory_mb
             except ConfigurationError:
                 return False
-        if self._budget is not None:
-            flight = self._parts.flight
-            spent = self._cost.total(flight.jobs.values(), flight.statuses) or 0.0
-            if not self._budget.admit_again(job, bigger, spent, flight.statuses,
-                                            self._open_job_ids()):
-                return False
+        if self._budget is not None and not self._budget.admit_again(
+                job, bigger, self._spent(), self._parts.flight.statuses, self._open_job_ids()):
+            return False
         old_id, old_memory = job.job_id, job.resources.memory_mb
         if not job.in_pack:
             self._count_cost(job, status)  # the killed job was billed too

@@ -191,6 +191,18 @@ def _managed(envs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     return found
 
 
+def _ec2_instance_types(managed: list[dict[str, Any]]) -> tuple[set[str], bool]:
+    """The instance types of the EC2 compute environments, and whether any is Fargate."""
+    types: set[str] = set()
+    fargate = False
+    for resources in managed:
+        if resources.get("type", "EC2").startswith("FARGATE"):
+            fargate = True
+        else:
+            types.update(resources.get("instanceTypes") or [])
+    return types, fargate
+
+
 # EC2 instance families with GPUs (p3, p4d, g4dn, g5, g6e...): a letter p or g, then a digit.
 _GPU_FAMILY = re.compile(r"^[pg]\d")
 
@@ -202,10 +214,7 @@ def check_gpus(queue: str, envs: list[dict[str, Any]], gpus: int) -> Check:
     managed = _managed(envs)
     if managed is None:
         return Check(name, True, "unmanaged: not checked")
-    types: set[str] = set()
-    for resources in managed:
-        if not resources.get("type", "EC2").startswith("FARGATE"):  # check_fit says Fargate's
-            types.update(resources.get("instanceTypes") or [])
+    types, _fargate = _ec2_instance_types(managed)  # check_fit says Fargate has no GPUs
     found = sorted(t for t in types if _GPU_FAMILY.match(t))
     if found:
         return Check(name, True, f"instance types with GPUs: {', '.join(found)}")
@@ -274,11 +283,10 @@ def check_queue_architecture(queue: str, envs: list[dict[str, Any]], wanted: str
     managed = _managed(envs)
     if managed is None:
         return Check(name, True, "unmanaged: not checked")
-    kinds: set[str] = set()
-    for resources in managed:
-        if resources.get("type", "EC2").startswith("FARGATE"):
-            return Check(name, True, "Fargate: the job definitions name the CPU")
-        kinds.update(_instance_architecture(t) for t in resources.get("instanceTypes") or [])
+    types, fargate = _ec2_instance_types(managed)
+    if fargate:
+        return Check(name, True, "Fargate: the job definitions name the CPU")
+    kinds = {_instance_architecture(t) for t in types}
     if not kinds or wanted in kinds:
         return Check(name, True, f"{', '.join(sorted(kinds)) or 'not said'}")
     found = ", ".join(sorted(kinds))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..driver.packs import run_history
-from ..history import Overheads, RunHistory, history_key
+from ..history import Overheads, RunHistory, history_key, measured_overheads
 from ..latency import AWS_EC2, AWS_FARGATE, LOCAL_STACK, LatencyProfile
 from ..platforms import PLATFORMS
 from ..report.cost import load_prices
@@ -143,7 +143,7 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
                 else profile.job_overhead_s() + settings.poll_min_s)  # as the plugin plans
     planned = plan_run(wf, settings, history, overhead,
                        max_vcpus=profile.max_vcpus if settings.backend == "local" else None)
-    runner = _runner_overheads(settings)
+    runner = measured_overheads(settings.backend or "")
     runs = [_play(planned, profile.with_seed(seed), settings, runner)
             for seed in range(max(1, seeds))]
     spans = sorted(run.makespan_s for run in runs)
@@ -212,14 +212,6 @@ def _subject_count(wf: Any) -> int | None:
         return None
     _name, values = node.iterables if isinstance(node.iterables, tuple) else node.iterables[0]
     return len(list(values))
-
-
-def _runner_overheads(settings: BatchSettings) -> Overheads | None:
-    """What the runner spends per job and per node on the run's backend, as measured."""
-    try:
-        return RunHistory().overheads(settings.backend or "")
-    except Exception:  # a broken history is no history
-        return None
 
 
 def _play(planned: PlannedRun, profile: LatencyProfile, settings: BatchSettings,

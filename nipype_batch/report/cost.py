@@ -195,6 +195,10 @@ class CostEstimate:
         return sorted(((subject, len(costs), sum(costs)) for subject, costs in found.items()),
                       key=lambda item: -item[2])
 
+    def subject_count(self, rows: Sequence[JobRow]) -> int:
+        """How many values of the outermost iterable the jobs ran for (see by_subject)."""
+        return sum(name != "(all subjects)" for name, _jobs, _cost in self.by_subject(rows))
+
     def summary(self) -> str:
         """One line: usage, cost, and the prices used."""
         p = self.prices

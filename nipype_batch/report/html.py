@@ -154,12 +154,11 @@ def _nodes_table(rows: Sequence[JobRow], cost: CostEstimate) -> str:
 def _cost_section(cost: CostEstimate, rows: Sequence[JobRow] | None = None) -> str:
     p = cost.prices
     capacity = "Spot" if p.spot else "on demand"
-    subjects = cost.by_subject(rows) if rows else []
     per_subject = ""
-    if len([s for s in subjects if s[0] != "(all subjects)"]) > 1:
+    if rows and cost.subject_count(rows) > 1:
         cells = "".join(f"<tr><td>{escape(name)}</td><td class=\"n\">{jobs}</td>"
                         f"<td class=\"n\">{significant(amount)}</td></tr>"
-                        for name, jobs, amount in subjects)
+                        for name, jobs, amount in cost.by_subject(rows))
         per_subject = (f"<table><tr><th>Subject (outermost iterable)</th><th>Jobs</th>"
                        f"<th>Cost ({escape(p.currency)})</th></tr>{cells}</table>")
     return "\n".join([
@@ -203,7 +202,7 @@ def _failures(rows: Sequence[JobRow], log_tails: Mapping[str, Sequence[str]]) ->
 def _forecast_section(forecast: Mapping[str, Any], rows: Sequence[JobRow], cost: CostEstimate,
                       makespan_s: float | None) -> str:
     """The forecast made for this workflow beside what the run did."""
-    subjects = len([s for s in cost.by_subject(rows) if s[0] != "(all subjects)"]) or None
+    subjects = cost.subject_count(rows) or None
     span = forecast.get("makespan_s") or {}
     p = cost.prices
     platform = f"{p.platform}{' Spot' if p.spot else ''}"

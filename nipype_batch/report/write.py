@@ -39,7 +39,7 @@ def forecast_for_run(rows: Sequence[JobRow], cost: CostEstimate) -> dict | None:
     names = {row.node.split("/")[0] for row in rows}
     if len(names) != 1:
         return None
-    subjects = len([s for s in cost.by_subject(rows) if s[0] != "(all subjects)"]) or None
+    subjects = cost.subject_count(rows) or None
     try:
         from ..history import RunHistory
 
