@@ -166,7 +166,9 @@ def dmri_history() -> list[NodeHistory]:
     found = [h for h in RunHistory().nodes() if h.node.startswith("dmri.")]
     if not found:
         sys.exit("bench/packing.py --workflow dmri plays runtimes measured by a real run: run "
-                 "the example first (python bench/dmri_makespan.py --subjects 4)")
+                 "the example first, as the README's first command does (python3 "
+                 "examples/dmri_workflow/run.py BIDS_DIR OUT_DIR participant); "
+                 "bench/dmri_makespan.py keeps a run history of its own")
     return found
 
 

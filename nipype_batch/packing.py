@@ -24,12 +24,15 @@ The plan keeps these rules:
    rule 1: adding a node adds only edges into the pack from groups that already reach it.)
    Except: an input from a pack that does not come before is expected, by the runtimes and
    one job's waiting per pack, done before the driver would submit the pack anyway, and the
-   pack does not reach that input's pack (checked, so rule 1 holds). Packs are then listed in
+   pack does not reach that input's pack (checked, so rule 1 holds); so is an input from a
+   driver node of the run's start (one that waits on such driver nodes only: a subject's
+   infosource and SelectFiles), done before the pack is submitted. Packs are then listed in
    a topological order of the quotient rather than the order they were built.
-6. A node joins a pack that runs one after the other only when it would wait there, behind
-   members it does not need, no longer than ``job_overhead_s``: no longer than a job of its
-   own would wait. So a short node does not queue behind a long sibling, and the branch after
-   it is not held back; a pack that runs side by side has no such queue.
+6. A node joins a pack only when it would wait there, behind members it does not need, no
+   longer than ``job_overhead_s``: no longer than a job of its own would wait. So a short node
+   does not queue behind a long sibling, and the branch after it is not held back. A pack that
+   runs ``p`` members at once queues a node until one of its slots comes free; the pack keeps
+   the width its members need, so a later member cannot turn it back into a line.
 7. Once other packs wait on a pack, nodes that join it may lengthen it by ``job_overhead_s``
    at most, so a long node does not hold back the branch beside it (which waits on the pack
    for what its first members make).
@@ -38,7 +41,10 @@ Nodes are visited in one topological order (ties broken by key, so the plan depe
 nodes and the model only, not on their order in the input); a node tries the packs of its
 predecessors, the one on its critical path first, then the packs that already wait on one of
 those (its siblings' packs, and those of the branch beside it: they start after its inputs
-anyway), the latest first, and starts a pack of its own when none takes it. Packs are built
+anyway), the latest first, and starts a pack of its own when none takes it. A node that waits
+on driver nodes of the run's start only, and whose longest path onwards fits in a pack, also
+tries the latest packs that wait so too: several short subjects share a job side by side, a
+job per subject being far less than 10 nodes for a study like the DIPY example. Packs are built
 forward only.
 """
 
@@ -160,14 +166,38 @@ class PackPlan:
 class _Group:
     """A pack being built, or a node on the driver: one vertex of the quotient graph."""
 
-    __slots__ = ("critical_s", "driver", "duration_s", "followed_at_s", "following", "image",
-                 "max_member_vcpus", "members", "memories", "memory_mb", "min_member_vcpus",
-                 "open", "parallel", "preds", "queue", "reserved", "start_s", "total_s", "vcpus",
-                 "work")
+    __slots__ = (
+        "at_start",
+        "critical_s",
+        "driver",
+        "duration_s",
+        "followed_at_s",
+        "following",
+        "image",
+        "max_member_vcpus",
+        "members",
+        "memories",
+        "memory_mb",
+        "min_member_vcpus",
+        "need_parallel",
+        "open",
+        "parallel",
+        "preds",
+        "queue",
+        "reserved",
+        "start_s",
+        "total_s",
+        "vcpus",
+        "work",
+    )
 
     def __init__(self, node: PlanNode, position: int, preds: dict[int, None],
-                 model: PackingModel, is_open: bool, start_s: float) -> None:
+                 model: PackingModel, is_open: bool, start_s: float,
+                 at_start: bool = False) -> None:
         self.members = [position]
+        # a driver node that waits on driver nodes only (a subject's infosource and
+        # SelectFiles): done before any job is submitted
+        self.at_start = at_start
         self.start_s = start_s  # estimated, on unlimited capacity
         self.preds = preds  # groups with an edge into this one (a dict keeps their order)
         self.following: dict[int, None] = {}  # groups with an edge from this one, latest last
@@ -181,6 +211,9 @@ class _Group:
         self.memory_mb = node.memory_mb
         self.memories = [node.memory_mb]  # the largest member memories, largest first
         self.parallel = 1
+        # the fewest members that must run at once so that none waits behind members it does
+        # not need longer than a job of its own would (1: one after the other will do)
+        self.need_parallel = 1
         self.reserved = _reserved(model, node.vcpus, node.memory_mb, node.runtime_s)
 
 
@@ -200,28 +233,49 @@ def _reserved(model: PackingModel, vcpus: int, memory_mb: int, duration_s: float
     return duration_s * (vcpus + model.gb_per_vcpu_price * memory_mb / 1024)
 
 
+def _parallel_needed(model: PackingModel, pack: _Group, line_ready_s: float,
+                     ready_s: float) -> int:
+    """Rule 6: the fewest members ``pack`` must run at once for a node joining it to wait
+    there no longer than ``job_overhead_s`` behind members it does not need; above
+    ``model.max_vcpus`` when none will do.
+
+    ``line_ready_s`` is when its inputs in the pack are done were the members run one after
+    the other, ``ready_s`` when they are done side by side. Run ``p`` at a time, the first slot
+    to come free does so, at the latest, when the members' run time spread over the ``p``
+    slots ends, or over the ``p - 1`` slots left beside the pack's critical path (a chain and
+    a branch beside it: the branch does not wait).
+    """
+    if pack.total_s - line_ready_s <= model.job_overhead_s:
+        return 1
+    for p in range(2, model.max_vcpus + 1):
+        free_s = min(pack.total_s / p, (pack.total_s - pack.critical_s) / (p - 1))
+        if free_s - ready_s <= model.job_overhead_s:
+            return p
+    return model.max_vcpus + 1
+
+
 def _cheapest_shape(model: PackingModel, count: int, total_s: float, work: float,
                     critical_s: float, max_member_vcpus: int, min_member_vcpus: int,
-                    memories: list[int], queued_s: float = 0.0,
+                    memories: list[int], need_parallel: int = 1,
                     longest_s: float = math.inf) -> _Shape | None:
     """The vCPU count that reserves least while the pack lasts at most the target and
     ``longest_s``; None if none does.
 
     With as many vCPUs as its largest member, a pack runs its members one after the other,
-    unless the newest one would queue there ``queued_s`` behind members it does not need for
-    longer than a job of its own waits. With more, it runs up to ``vcpus // smallest member
-    vcpus`` at once, holds their memory together, and lasts at least its critical path and its
-    work spread over its vCPUs.
+    unless ``need_parallel`` (rule 6) says a member would queue there too long. With more, it
+    runs up to ``vcpus // smallest member vcpus`` at once (at least ``need_parallel``), holds
+    their memory together, and lasts at least its critical path and its work spread over its
+    vCPUs.
     """
     best: _Shape | None = None
     for vcpus in range(max_member_vcpus, max(model.max_vcpus, max_member_vcpus) + 1):
         if vcpus == max_member_vcpus:
-            if queued_s > model.job_overhead_s:
+            if need_parallel > 1:
                 continue
             parallel, duration, memory = 1, total_s, memories[0]
         else:
             parallel = min(count, vcpus // min_member_vcpus)
-            if parallel < 2:
+            if parallel < max(2, need_parallel):
                 continue
             duration = max(critical_s, work / vcpus)
             memory = sum(memories[:parallel])
@@ -267,6 +321,15 @@ def _topological(nodes: Sequence[PlanNode]) -> tuple[list[PlanNode], list[list[i
     ordered = [nodes[i] for i in order]
     preds = [[position[index[key]] for key in dict.fromkeys(node.after)] for node in ordered]
     return ordered, preds
+
+
+def _tails(ordered: list[PlanNode], preds: list[list[int]]) -> list[float]:
+    """Each node's run time plus the longest path of run times after it."""
+    tail = [node.runtime_s for node in ordered]
+    for position in range(len(ordered) - 1, -1, -1):
+        for p in preds[position]:
+            tail[p] = max(tail[p], ordered[p].runtime_s + tail[position])
+    return tail
 
 
 def _all_reach(groups: list[_Group], target: int, sources: Sequence[int]) -> bool:
@@ -316,18 +379,29 @@ def _done_before(model: PackingModel, groups: list[_Group], group_of: list[int],
     are expected done before the driver would submit ``g`` anyway (by the runtimes and one
     job's waiting each), and waiting on them closes no cycle."""
     new = {h for h in outside if h not in groups[g].preds}
-    if any(groups[h].driver for h in new) or _reaches(groups, g, new):
+    if any(groups[h].driver and not groups[h].at_start for h in new) or _reaches(
+            groups, g, new):
         return False
-    ready = max((groups[group_of[p]].start_s + finish_in_pack[p] for p in node_preds
-                 if group_of[p] in new), default=0.0)
-    return ready <= groups[g].start_s - model.job_overhead_s
+    # a driver node of the run's start need only be done when the pack would be submitted
+    ready = max((groups[group_of[p]].start_s + finish_in_pack[p]
+                 + (0.0 if groups[group_of[p]].at_start else model.job_overhead_s)
+                 for p in node_preds if group_of[p] in new), default=0.0)
+    return ready <= groups[g].start_s
 
 
-def _candidates(groups: list[_Group], pred_groups: list[int]) -> list[int]:
-    """Packs a node tries: its predecessors', then the latest that wait on one of those."""
+def _candidates(groups: list[_Group], pred_groups: list[int], starts: list[int],
+                short: bool) -> list[int]:
+    """Packs a node tries: its predecessors', then the latest that wait on one of those; a
+    ``short`` node (all it leads to fits in a pack) that waits on driver nodes of the run's
+    start only, or on nothing, also tries the latest packs that do so too: another subject's
+    first pack, so that several short subjects share one job. (A long subject would only
+    take the first of its packs there, cutting the other subject's.)"""
     found = dict.fromkeys(pred_groups)
     for h in pred_groups[:_CANDIDATES]:
         for g in itertools.islice(reversed(groups[h].following), _FOLLOWING_PACKS):
+            found.setdefault(g)
+    if short and all(groups[h].at_start for h in pred_groups):
+        for g in itertools.islice(reversed(starts), _FOLLOWING_PACKS):
             found.setdefault(g)
     return list(found)
 
@@ -353,11 +427,13 @@ def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) 
         When two nodes share a key, a predecessor is not among the nodes, or they form a cycle.
     """
     ordered, preds = _topological(nodes)
+    tail_s = _tails(ordered, preds)
     groups: list[_Group] = []
     group_of = [0] * len(ordered)
     finish_in_pack = [0.0] * len(ordered)  # from the start of the node's pack
     finish_in_line = [0.0] * len(ordered)  # from the start of its pack, one after the other
     finish_alone = [0.0] * len(ordered)  # from the start of the run, were no one waiting
+    starts: list[int] = []  # packs that wait on driver nodes of the run's start only
     for position, node in enumerate(ordered):
         node_preds = preds[position]
         finish_alone[position] = node.runtime_s + max(
@@ -368,15 +444,21 @@ def plan_packs(nodes: Sequence[PlanNode], model: PackingModel = PackingModel()) 
         joined = None
         if node.packable and not node.on_driver and node.runtime_s < model.target_s:
             joined = _join(model, groups, group_of, finish_in_pack, finish_in_line, node,
-                           node_preds, pred_groups, _candidates(groups, pred_groups))
+                           node_preds, pred_groups,
+                           _candidates(groups, pred_groups, starts,
+                                       tail_s[position] < model.target_s))
         if joined is None:
             alone = node.on_driver or not node.packable or node.runtime_s >= model.target_s
             inputs_s = max((groups[group_of[p]].start_s + finish_in_pack[p] for p in node_preds),
                            default=0.0)
+            at_start = all(groups[h].at_start for h in pred_groups)
             groups.append(_Group(node, position, dict.fromkeys(pred_groups), model,
                                  is_open=not alone, start_s=inputs_s + (
-                                     0.0 if node.on_driver else model.job_overhead_s)))
+                                     0.0 if node.on_driver else model.job_overhead_s),
+                                 at_start=node.on_driver and at_start))
             group_of[position] = len(groups) - 1
+            if at_start and not alone:
+                starts.append(len(groups) - 1)
             finish_in_pack[position] = node.runtime_s
         else:
             group_of[position], finish_in_pack[position] = joined
@@ -409,14 +491,19 @@ def _join(model: PackingModel, groups: list[_Group], group_of: list[int],
             return None
         finish = node.runtime_s + max(
             (finish_in_pack[p] for p in node_preds if group_of[p] == g), default=0.0)
-        queued = pack.total_s - max(
-            (finish_in_line[p] for p in node_preds if group_of[p] == g), default=0.0)
+        # every member's wait counts: a later member must not turn the pack back into a line
+        need = max(pack.need_parallel, _parallel_needed(
+            model, pack, max((finish_in_line[p] for p in node_preds if group_of[p] == g),
+                             default=0.0),
+            max((finish_in_pack[p] for p in node_preds if group_of[p] == g), default=0.0)))
+        if need > model.max_vcpus:
+            continue
         memories = sorted([*pack.memories, node.memory_mb], reverse=True)[:model.max_vcpus]
         shape = _cheapest_shape(
             model, len(pack.members) + 1, pack.total_s + node.runtime_s,
             pack.work + node.runtime_s * node.vcpus, max(pack.critical_s, finish),
             max(pack.max_member_vcpus, node.vcpus), min(pack.min_member_vcpus, node.vcpus),
-            memories, queued, pack.followed_at_s + model.job_overhead_s)
+            memories, need, pack.followed_at_s + model.job_overhead_s)
         if shape is None or saved <= shape.reserved - pack.reserved - alone:
             continue
         outside = [h for h in pred_groups if h != g]
@@ -430,6 +517,7 @@ def _join(model: PackingModel, groups: list[_Group], group_of: list[int],
         pack.max_member_vcpus = max(pack.max_member_vcpus, node.vcpus)
         pack.min_member_vcpus = min(pack.min_member_vcpus, node.vcpus)
         pack.memories = memories
+        pack.need_parallel = need
         pack.vcpus, pack.memory_mb = shape.vcpus, shape.memory_mb
         pack.duration_s, pack.parallel, pack.reserved = (shape.duration_s, shape.parallel,
                                                          shape.reserved)

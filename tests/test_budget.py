@@ -198,10 +198,11 @@ def _chains(base: Path, subjects: int):
 
 @pytest.mark.simulated
 def test_finish_waits_for_a_pack_s_job_that_no_node_waits_for_yet(tmp_path, simulated) -> None:
-    # one job per subject (three nodes); two fit the budget
+    # one job per subject (three nodes); two fit the budget. A pack just the chain's length
+    # keeps the subjects from sharing a job side by side (they would with a longer target)
     two_packs = usage_cost(1, 2048, 3 * SHORT_NODE_S, PRICES) * 2.5
     plugin = simulated.plugin({"report": False, "job_overhead_s": 60.0,
-                               "budget_usd": two_packs})
+                               "pack_target_s": 3 * SHORT_NODE_S, "budget_usd": two_packs})
     with pytest.raises(BudgetExceededError, match="finished and their results are kept"):
         _chains(tmp_path, 4).run(plugin=plugin)
     assert len(plugin.submitted_job_ids) == 2

@@ -58,6 +58,22 @@ def test_a_forecast_scales_a_study_from_the_run_history(tmp_path):
     assert "40 subjects" in text and "prices of" in text and "study.fit" in text
 
 
+def test_each_job_is_priced_as_the_report_prices_it(tmp_path):
+    # Fargate bills each job a minute at least: 2 subjects x 3 one-second nodes, a job each
+    # (and 30 one-second array children) cost 36 minutes, not 36 seconds
+    from nipype_batch.report.cost import load_prices, usage_cost
+
+    _measured(prep=1.0, fit=1.0, stats=1.0, volumes=1.0)
+    args = {**AWS, "platform": "fargate", "packing": "off"}
+    result = nipype_batch.forecast(_study(tmp_path), args)
+    assert result.job_runs == 2 * 3 + 30
+    prices = load_prices("fargate")
+    assert prices.minimum_s == 60
+    minute = usage_cost(1, 2048, 60.0, prices)
+    assert result.cost >= result.job_runs * minute * 0.99
+    assert result.vcpu_hours < result.job_runs * 60 / 3600  # what the jobs held, not billed
+
+
 def test_a_node_without_history_is_named_with_its_assumption(tmp_path):
     _measured(prep=20.0, fit=120.0)
     result = nipype_batch.forecast(_study(tmp_path), AWS)
@@ -108,5 +124,5 @@ def test_the_forecast_plans_the_jobs_the_run_then_submits(tmp_path, packing):
         stack.stop()
     assert predicted.assumed == {}  # every node ran in the first run
     assert (predicted.jobs, predicted.job_runs) == (submits, len(plugin.submitted_job_ids))
-    if packing == "auto":  # each subject's chain is one job; the MapNode's chunks an array
-        assert predicted.jobs == 8 + 1
+    if packing == "auto":  # the subjects' short chains share a job; the MapNode's chunks an array
+        assert predicted.jobs == 2

@@ -172,35 +172,76 @@ def _subjects(count: int, template_after_driver: bool = False) -> list[PlanNode]
     return nodes
 
 
-def test_subjects_after_a_shared_template_share_jobs_side_by_side():
-    nodes = _subjects(100)
+@pytest.mark.parametrize("template_after_driver", [False, True])
+def test_a_template_takes_subjects_along_side_by_side(template_after_driver):
+    nodes = _subjects(100, template_after_driver)
     plan = plan_packs(nodes)
     check_plan(nodes, plan, MODEL)
-    assert plan.pack_of("template").members == ("template",)
     assert plan.pack_of("driver") is None
-    # a subject's first node joins the pack of the one before, which waits on the same inputs;
-    # 4 subjects at a time idle no vCPU, so each job fills up to the target
-    first = plan.pack_of("sub000.n000")
-    assert (first.vcpus, first.parallel, first.duration_s) == (4, 4, 180.0)
-    assert first.members[:10] == tuple(f"sub000.n{i:03d}" for i in range(10))
-    assert set(plan.needs(first)) == {"driver", "template"}
-    assert plan.after(first) == (plan.pack_of("template"),)
-    for s in range(100):  # no subject is cut
-        assert len({id(plan.pack_of(f"sub{s:03d}.n{i:03d}")) for i in range(10)}) == 1
-    assert plan.jobs == 1 + math.ceil(100 * 20 / (4 * 180))
-
-
-def test_a_template_after_the_driver_takes_subjects_along_side_by_side():
-    nodes = _subjects(100, template_after_driver=True)
-    plan = plan_packs(nodes)
-    check_plan(nodes, plan, MODEL)
-    # the driver node already comes before the template, so a subject adds nothing to wait
+    # the driver node is done before any job is submitted, so a subject adds nothing to wait
     # for; 4 subjects at a time idle no vCPU, so the template's job fills up to the target
     template = plan.pack_of("template")
-    assert (template.vcpus, template.parallel, template.duration_s) == (4, 4, 180.0)
+    assert (template.vcpus, template.parallel) == (4, 4)
     assert plan.pack_of("sub000.n000") is template
-    assert plan.pack_of("sub099.n000").duration_s <= 180.0
-    assert plan.jobs < 10
+    assert set(plan.needs(template)) == {"driver"}
+    # no subject waits there behind the others longer than a job of its own would: a pack
+    # stops taking subjects once its 4 slots are busy for job_overhead_s
+    for s in range(100):
+        pack = plan.pack_of(f"sub{s:03d}.n000")
+        assert pack.duration_s <= MODEL.job_overhead_s + 30.0 + 20.0
+    assert plan.jobs <= math.ceil((30 + 100 * 20) / (4 * MODEL.job_overhead_s)) + 1
+
+
+def _bids_subjects(count: int, runtime: float = 5.0) -> list[PlanNode]:
+    """As a BIDS study runs: an infosource on the driver, a SelectFiles per subject on the
+    driver, then three short nodes per subject in the image."""
+    nodes = [node("infosource", on_driver=True)]
+    for s in range(count):
+        nodes += [node(f"sub{s:02d}.select", "infosource", on_driver=True),
+                  *chain(3, prefix=f"sub{s:02d}.n", runtime=runtime,
+                         first_after=(f"sub{s:02d}.select",))]
+    return nodes
+
+
+def test_subjects_after_their_own_driver_nodes_share_jobs():
+    # each subject's chain waits on its own SelectFiles, done on the driver before any job is
+    # submitted: several subjects go into one job (side by side), not a job per subject
+    nodes = _bids_subjects(40)
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.jobs <= 40 * 4 / 10  # at most one job per 10 nodes
+    first = plan.pack_of("sub00.n000")
+    assert plan.pack_of("sub01.n000") is first and first.parallel > 1
+    assert {"sub00.select", "sub01.select"} <= set(plan.needs(first))
+    for s in range(40):  # no subject is cut
+        assert len({id(plan.pack_of(f"sub{s:02d}.n{i:03d}")) for i in range(3)}) == 1
+    for pack in plan.packs:
+        # side by side all along: a later subject does not turn the pack back into a line in
+        # which the earlier subjects wait, and the last waits no longer than a job's overhead
+        assert pack.parallel > 1 or pack.duration_s <= MODEL.job_overhead_s + 3 * 5.0
+        assert pack.duration_s <= MODEL.job_overhead_s + 3 * 5.0
+
+
+def test_long_subjects_keep_jobs_of_their_own():
+    # a subject longer than a pack would only put its first nodes in another subject's job,
+    # cutting that one: each keeps its own packs
+    nodes = _bids_subjects(4, runtime=100.0)
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    firsts = {id(plan.pack_of(f"sub{s:02d}.n000")) for s in range(4)}
+    assert len(firsts) == 4
+
+
+def test_a_driver_node_after_a_job_keeps_its_subject_out_of_earlier_packs():
+    # a SelectFiles after a job's output is not done at the start: the chain after it waits
+    # for it in a job of its own rather than holding back a pack submitted before
+    nodes = [node("prep"), node("select", "prep", on_driver=True),
+             *chain(3, prefix="late.n", first_after=("select",)),
+             *chain(3, prefix="early.n")]
+    plan = plan_packs(nodes)
+    check_plan(nodes, plan, MODEL)
+    assert plan.pack_of("late.n000") is not plan.pack_of("early.n000")
+    assert plan.pack_of("late.n000") is not plan.pack_of("prep")
 
 
 def test_a_diamond_of_short_nodes_is_one_job():
@@ -285,8 +326,9 @@ def test_the_two_pack_counter_example_is_never_cyclic():
     # P={a, d} and Q={b, c} would each be convex but wait on each other
     nodes = [node("a"), node("b", "a", image="other"), node("c"), node("d", "c")]
     plan = plan_packs(nodes)
-    check_plan(nodes, plan, MODEL)
-    assert plan.pack_of("a") != plan.pack_of("d")
+    check_plan(nodes, plan, MODEL)  # no cycle between the packs
+    assert plan.pack_of("b").members == ("b",)
+    assert plan.after(plan.pack_of("b")) == (plan.pack_of("a"),)
 
 
 @pytest.mark.parametrize("between", [
@@ -323,8 +365,11 @@ def test_a_join_across_subjects_stays_alone():
     plan = plan_packs(nodes)
     check_plan(nodes, plan, MODEL)
     assert plan.pack_of("group").members == ("group",)
-    assert len(plan.after(plan.pack_of("group"))) == 100
-    assert plan.jobs == 101
+    # the subjects (no inputs) go side by side into a few jobs, the group waits on each
+    subjects = {id(plan.pack_of(f"sub{s:03d}.n009")): plan.pack_of(f"sub{s:03d}.n009")
+                for s in range(100)}
+    assert set(map(id, plan.after(plan.pack_of("group")))) == set(subjects)
+    assert plan.jobs == 1 + len(subjects) <= 2 + math.ceil(100 * 20 / (4 * MODEL.job_overhead_s))
 
 
 def test_a_node_marked_not_packable_runs_alone():

@@ -18,7 +18,7 @@ from ..driver.packs import run_history
 from ..history import Overheads, RunHistory, history_key, measured_overheads
 from ..latency import AWS_EC2, AWS_FARGATE, LOCAL_STACK, LatencyProfile
 from ..platforms import PLATFORMS
-from ..report.cost import load_prices
+from ..report.cost import load_prices, usage_cost
 from ..settings import BatchSettings
 from .playback import Playback, play
 from .workflow import PlannedRun, plan_run
@@ -159,7 +159,10 @@ def forecast(wf: Any, plugin_args: dict[str, Any] | None = None, *,
         job_runs=len(median_run.jobs),
         makespan_s=(spans[0], statistics.median(spans), spans[-1]),
         vcpu_hours=vcpu_h, gb_hours=gb_h,
-        cost=(vcpu_h * prices.vcpu_hour + gb_h * prices.gb_hour) * discount,
+        # priced job by job as the run report prices them (Fargate bills a minute at least)
+        cost=discount * sum(usage_cost(j.vcpus, j.memory_mb, j.exited - j.running, prices)
+                            for j in median_run.jobs
+                            if j.running is not None and j.exited is not None),
         currency=prices.currency, prices_as_of=prices.as_of,
         stages=_stages(planned), assumed=planned.assumed, runner=runner, workflow=wf.name,
         backend=settings.backend or "aws")
