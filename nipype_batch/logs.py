@@ -39,8 +39,9 @@ def _candidates(work_dir: str) -> list[JobRef]:
     found = [JobRef(e["job_id"], os.path.relpath(e.get("node_dir", ""), root), in_flight=True)
              for e in Journal(root).entries() if e.get("job_id")]
     flying = {ref.node for ref in found}
-    found += [JobRef(row.job_id, row.node) for row in collect_jobs(root)
-              if row.node not in flying]
+    # a pack is one job row: each of its nodes names that job
+    found += [JobRef(row.job_id, node) for row in collect_jobs(root)
+              for node in (row.nodes or (row.node,)) if node not in flying]
     return found
 
 
@@ -75,6 +76,7 @@ def find_job(name: str, work_dir: str | None) -> JobRef:
     refs = _candidates(work_dir)
     exact = [ref for ref in refs if name in (ref.job_id, ref.node)]
     found = exact or [ref for ref in refs if _matches(name, ref)]
+    found = list({ref.job_id: ref for ref in reversed(found)}.values())[::-1]  # nodes of a pack
     if len(found) == 1:
         return found[0]
     if len(found) > 1:

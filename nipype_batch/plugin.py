@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from nipype.pipeline.plugins.base import DistributedPluginBase
+from nipype.utils.misc import str2bool
 
 from .aws.status import JobState, JobStatus, out_of_memory
 from .backend import connect
@@ -86,6 +87,7 @@ class BatchPlugin(DistributedPluginBase):
         self._next_taskid = 0
         self._graph_changed = True
         self._fatal: Exception | None = None
+        self._fail_fast = False  # Nipype's stop_on_first_crash, read as the run starts
         # node dir -> the jobs killed for memory before the one that ran it (memory_retry)
         self._memory_raised: dict[str, list[dict[str, Any]]] = {}
         self._progress = Progress("off")
@@ -154,6 +156,7 @@ class BatchPlugin(DistributedPluginBase):
         # dependency level waits a full interval. Let the loop tick fast; _get_result polls
         # Batch on its own adaptive schedule (poll_min_s..poll_max_s).
         config = copy.deepcopy(config)
+        self._fail_fast = str2bool(config["execution"].get("stop_on_first_crash", False))
         config["execution"]["poll_sleep_duration"] = str(min(LOOP_TICK_S, self.settings.poll_min_s))
         every_node_done = False
         try:
@@ -189,6 +192,7 @@ class BatchPlugin(DistributedPluginBase):
             return
         cloud, settings = self.cloud, self.settings
         self._parts.wire(cloud, settings, self.run_id, self.images, job_nodes[0].base_dir)
+        self._parts.flight.fail_fast = self._fail_fast
         for queue in sorted({resources_for(n, settings).job_queue or cloud.job_queue
                              for n in job_nodes}):
             cloud.ensure_queue(queue)

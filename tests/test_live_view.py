@@ -71,7 +71,7 @@ def test_one_view_in_place_then_the_summary(tmp_path, local_stack):
     assert not [line for line in history.splitlines() if any(m in line for m in LOG_LINES)]
     assert not HEADER.search(history)  # the view leaves the screen at the end...
     summary = history[history.index("nipype-batch: "):]
-    assert re.search(r"nipype-batch: \d+ of \d+ nodes done, 0 failed, 11 jobs submitted", summary)
+    assert re.search(r"nipype-batch: \d+ of \d+ nodes done, 0 failed, 10 jobs submitted", summary)
     assert "report: " in summary and "estimated cost: USD " in summary
     log_file = work / "nipype_batch.log"
     assert f"the log of this run is {log_file}" in history

@@ -343,15 +343,18 @@ def test_cli_on_a_finished_local_run_and_the_report_in_chromium(tmp_path, local_
     assert "report-test says 1" in captured.out.splitlines()
     assert "report-test says 2" not in captured.out
     assert "(rep/_x_1/after) SUCCEEDED, log stream " in captured.err
-    assert main(["logs", "say", "--work-dir", str(work), "--plugin-args", plugin_args]) == 1
-    assert "'say' names 2 jobs" in capsys.readouterr().err
+    # `after` asks 2 vCPUs: a job per subject; the two short `say` nodes share one job
+    assert main(["logs", "after", "--work-dir", str(work), "--plugin-args", plugin_args]) == 1
+    assert "'after' names 2 jobs" in capsys.readouterr().err
+    assert main(["logs", "say", "--work-dir", str(work), "--plugin-args", plugin_args]) == 0
+    assert "report-test says 1" in capsys.readouterr().out
     assert main(["logs", "rep.bad", "--work-dir", str(work), "--follow", "--plugin-args",
                  plugin_args]) == 0
     assert "ValueError: report-test failure 9" in capsys.readouterr().out
 
     assert main(["report", str(work), "--plugin-args", plugin_args, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["jobs"] == 5  # say x2, after x2, bad
+    assert printed["jobs"] == 4  # say x2 (one job), after x2, bad
     rows = collect_jobs(work)
     by_hand = sum(r.vcpus * a.running_s / 3600 * 0.037 + r.memory_mb / 1024 * a.running_s /
                   3600 * 0.00275 for r in rows for a in r.attempts)
@@ -363,7 +366,8 @@ def test_cli_on_a_finished_local_run_and_the_report_in_chromium(tmp_path, local_
 
     profile = tmp_path / "chromium-profile"
     dom = headless(page, profile, "--dump-dom")
-    assert dom.stdout.count('class="bar running"') == 4
+    # a bar per job: say x2 (one job) and after x2 ran, bad failed
+    assert dom.stdout.count('class="bar running"') == 3
     assert dom.stdout.count('class="bar failed"') == 1
     problems = [line for line in dom.stderr.splitlines()
                 if "Uncaught" in line or ":CONSOLE(" in line]

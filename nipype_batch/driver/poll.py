@@ -54,6 +54,9 @@ class JobsInFlight:
         self._runnable_since: dict[str, float] = {}  # job id -> when first seen RUNNABLE
         self._warned: set[str] = set()
         self._reasons: dict[str, str] = {}  # job id -> the RUNNABLE reason last shown
+        # Nipype's stop_on_first_crash: a failed node of a pack resolves at once, not when its
+        # job ends (the run stops on it; its crash file gets the job's log so far)
+        self.fail_fast = False
         self.interval = settings.poll_min_s
         self.next_poll = 0.0
         self.polls = 0  # each one DescribeJobs per 100 jobs or arrays
@@ -105,7 +108,8 @@ class JobsInFlight:
             # which reaches CloudWatch late (and nothing but its own downstream waits).
             if state == MEMBER_SUCCEEDED and status is not None:
                 return member_status(status, state)
-            if state is not None and status is not None and status.state.done:
+            if state is not None and status is not None and (status.state.done
+                                                              or self.fail_fast):
                 return member_status(status, state)
         return status if status is not None and status.state.done else None
 
