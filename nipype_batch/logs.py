@@ -76,7 +76,10 @@ def find_job(name: str, work_dir: str | None) -> JobRef:
     refs = _candidates(work_dir)
     exact = [ref for ref in refs if name in (ref.job_id, ref.node)]
     found = exact or [ref for ref in refs if _matches(name, ref)]
-    found = list({ref.job_id: ref for ref in reversed(found)}.values())[::-1]  # nodes of a pack
+    by_job: dict[str, JobRef] = {}
+    for ref in found:  # the nodes of a pack name one job
+        by_job.setdefault(ref.job_id, ref)
+    found = list(by_job.values())
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
